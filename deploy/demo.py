@@ -1,0 +1,97 @@
+"""`make demo`: the demo district, live.
+
+Starts every service that exists (`python -m services.<name>`) plus the outbox relay, seeds the
+district's departments with fresh tokens, plays a campaign day through the services' HTTP APIs,
+prints where to look, and keeps running until Ctrl-C (then stops what it started).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+
+from deploy.seed import TOKENS_FILE, seed_district
+from shared.db import connect, migrate
+from shared.kafka import ensure_topics
+from shared.settings import ROOT, get_settings
+
+LOGS = ROOT / ".local" / "logs"
+SERVICES = ["inspection", "scoring", "volunteer", "notify"]
+
+
+def available_services() -> list[str]:
+    return [s for s in SERVICES if (ROOT / "services" / s / "__main__.py").exists()]
+
+
+def start(name: str, args: list[str], instance: int = 1) -> subprocess.Popen[bytes]:
+    log = (LOGS / f"{name}-{instance}.log").open("ab")
+    env = {**os.environ, "WENMING_INSTANCE": str(instance)}
+    return subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--instances", type=int, default=1)
+    parser.add_argument("--no-wait", action="store_true", help="play the day, then stop (for checks)")
+    args = parser.parse_args()
+    settings = get_settings()
+    conn = await connect(settings)
+    await migrate(conn)
+    await seed_district(conn, settings)
+    await conn.close()
+    await ensure_topics(settings)
+    procs = [start("outbox-relay", ["shared.outbox"])]
+    for svc in available_services():
+        for i in range(1, args.instances + 1):
+            procs.append(start(svc, [f"services.{svc}"], i))
+    try:
+        from deploy.play import play_campaign
+
+        await play_campaign(settings, TOKENS_FILE)
+    except ImportError:
+        print("(no services to play a day on yet)")
+    print_where_to_look(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if not args.no_wait:
+        print("\nRunning; Ctrl-C stops the services (`make down` stops Kafka and PostgreSQL).")
+        await stop.wait()
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            p.wait(timeout=20)
+        if p.poll() is None:
+            p.kill()
+
+
+def print_where_to_look(settings: object) -> None:
+    s = get_settings()
+    lines = [
+        "",
+        "Wenming demo district (长泰区) is live.",
+        f"  department tokens:   {TOKENS_FILE}  (e.g. campaign-office=...)",
+        f"  logs:                {LOGS}/",
+        f"  Kafka:               {s.kafka_bootstrap}  topics {s.topic_prefix}.*",
+    ]
+    for svc, port in [
+        ("inspection", s.inspection_port),
+        ("scoring", s.scoring_port),
+        ("volunteer", s.volunteer_port),
+        ("notify", s.notify_port),
+    ]:
+        if svc in available_services():
+            lines.append(f"  {svc + ':':<20} http://{s.http_host}:{port}/docs")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())

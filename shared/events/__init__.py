@@ -1,0 +1,10 @@
+"""Event envelope, registry and the catalogue of every context's events.
+
+Importing this package registers every event type (one module per context).
+"""
+
+from shared.events import inspection as inspection
+from shared.events.envelope import DomainEvent, EventEnvelope
+from shared.events.registry import EventDecodeError, registry
+
+__all__ = ["DomainEvent", "EventDecodeError", "EventEnvelope", "registry"]

@@ -1,0 +1,110 @@
+"""One registry maps event types to their payload models, versions, topics and upcasters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from shared.events.envelope import DomainEvent, EventEnvelope
+from shared.events.topics import TOPICS
+
+E = TypeVar("E", bound=type[DomainEvent])
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class EventDecodeError(ValueError):
+    """A record or payload that cannot be used; `reason` says why in one line."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _summarise(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        parts.append(f"{loc}: {err['msg']}")
+    more = len(exc.errors()) - 5
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+class EventRegistry:
+    def __init__(self) -> None:
+        self._current: dict[str, type[DomainEvent]] = {}
+        self._older: dict[tuple[str, int], type[DomainEvent]] = {}
+        self._upcasters: dict[tuple[str, int], Upcaster] = {}
+
+    def register(self, cls: E) -> E:
+        """Class decorator: the current version of an event type."""
+        name = cls.event_type
+        if cls.topic not in TOPICS:
+            raise ValueError(f"{name}: unknown topic {cls.topic!r}")
+        if name in self._current and self._current[name] is not cls:
+            raise ValueError(f"event type {name} registered twice")
+        self._current[name] = cls
+        return cls
+
+    def register_old(self, cls: E) -> E:
+        """Class decorator: a superseded version kept for the schema documents."""
+        self._older[(cls.event_type, cls.schema_version)] = cls
+        return cls
+
+    def upcaster(self, event_type: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
+        """Decorator: turns a payload of `from_version` into `from_version + 1`."""
+
+        def deco(fn: Upcaster) -> Upcaster:
+            self._upcasters[(event_type, from_version)] = fn
+            return fn
+
+        return deco
+
+    def types(self) -> dict[str, type[DomainEvent]]:
+        return dict(self._current)
+
+    def older_versions(self) -> dict[tuple[str, int], type[DomainEvent]]:
+        return dict(self._older)
+
+    def model(self, event_type: str) -> type[DomainEvent]:
+        try:
+            return self._current[event_type]
+        except KeyError:
+            raise EventDecodeError(f"unknown event type {event_type!r}") from None
+
+    def topic_for(self, event_type: str) -> str:
+        return self.model(event_type).topic
+
+    def payload(self, env: EventEnvelope) -> DomainEvent:
+        """The typed payload of an envelope, upcast from older schema versions."""
+        model = self.model(env.type)
+        data = env.payload
+        version = env.schema_version
+        if version > model.schema_version:
+            raise EventDecodeError(f"{env.type} v{version} is newer than this reader (v{model.schema_version})")
+        while version < model.schema_version:
+            up = self._upcasters.get((env.type, version))
+            if up is None:
+                raise EventDecodeError(f"no upcaster for {env.type} v{version}")
+            data = up(data)
+            version += 1
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            raise EventDecodeError(f"invalid {env.type} payload: {_summarise(exc)}") from None
+
+    def decode(self, value: bytes | None) -> tuple[EventEnvelope, DomainEvent]:
+        """A Kafka record value to (envelope, payload); EventDecodeError says what was wrong."""
+        if value is None:
+            raise EventDecodeError("empty record value")
+        try:
+            env = EventEnvelope.model_validate_json(value)
+        except ValidationError as exc:
+            if exc.errors() and exc.errors()[0]["type"] == "json_invalid":
+                raise EventDecodeError("value is not valid JSON") from None
+            raise EventDecodeError(f"invalid envelope: {_summarise(exc)}") from None
+        return env, self.payload(env)
+
+
+registry = EventRegistry()

@@ -1,0 +1,93 @@
+"""What every service's HTTP side shares: app factory, lifespan (pool, store, auth), error mapping,
+body-size limit, idempotency keys and health."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Header, Request, status
+from fastapi.responses import JSONResponse
+
+from shared.auth import Principal, TokenAuthenticator
+from shared.db import create_pool, migrate
+from shared.decider import DomainError
+from shared.eventstore import ConcurrencyError, EventStore
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[[FastAPI], Awaitable[None]]
+
+
+def create_app(
+    title: str,
+    settings: Settings,
+    *,
+    description: str = "",
+    on_start: Hook | None = None,
+    on_stop: Hook | None = None,
+) -> FastAPI:
+    """A FastAPI app with the pool, event store and token authenticator on `app.state`."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = await create_pool(settings)
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        app.state.settings = settings
+        app.state.pool = pool
+        app.state.store = EventStore(pool, settings)
+        app.state.auth = TokenAuthenticator(pool)
+        if on_start is not None:
+            await on_start(app)
+        try:
+            yield
+        finally:
+            if on_stop is not None:
+                await on_stop(app)
+            await pool.close()
+
+    app = FastAPI(title=title, description=description, lifespan=lifespan, version="1")
+
+    @app.exception_handler(DomainError)
+    async def _domain_error(_: Request, exc: DomainError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_409_CONFLICT)
+
+    @app.exception_handler(ConcurrencyError)
+    async def _conflict(_: Request, exc: ConcurrencyError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": f"changed concurrently, reload and retry ({exc.detail})"}, status_code=status.HTTP_409_CONFLICT
+        )
+
+    limit = settings.body_limit_bytes
+
+    @app.middleware("http")
+    async def _body_limit(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            return JSONResponse(
+                {"detail": f"body larger than {limit} bytes"}, status_code=status.HTTP_413_CONTENT_TOO_LARGE
+            )
+        return await call_next(request)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def idempotency_key(principal: Principal, key: str | None) -> str | None:
+    """Keys are scoped per department, so two departments cannot collide."""
+    return None if key is None else f"{principal.department}:{key}"
+
+
+IdempotencyKey = Header(
+    default=None,
+    alias="Idempotency-Key",
+    max_length=200,
+    description="Repeat a command safely: the same key returns the first result.",
+)
