@@ -1,0 +1,3 @@
+"""Events of the notify context."""
+
+from __future__ import annotations

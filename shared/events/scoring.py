@@ -1,0 +1,3 @@
+"""Events of the scoring context."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Events of the volunteer context."""
+
+from __future__ import annotations
