@@ -44,11 +44,14 @@ async def execute(
     decider: Decider[C, S],
     stream_id: str,
     command: C,
-    meta: EventMeta,
+    meta: EventMeta | Callable[[S], EventMeta],
     idempotency_key: str | None = None,
+    guard: Callable[[S], None] | None = None,
 ) -> Outcome[S]:
     """Load the stream, decide, append with the expected version. A repeated idempotency key
-    returns the first outcome without deciding again; a concurrent change raises ConcurrencyError."""
+    returns the first outcome without deciding again; a concurrent change raises ConcurrencyError.
+    `guard` sees the loaded state first (e.g. to refuse a caller outside the aggregate's area);
+    `meta` may be made from the loaded state (e.g. the aggregate's grid path)."""
     if idempotency_key is not None:
         first = await store.by_idempotency_key(idempotency_key)
         if first is not None:
@@ -56,10 +59,13 @@ async def execute(
             return Outcome(first, decider.fold(events), version)
     history, version = await store.load_typed(stream_id)
     state = decider.fold(history)
+    if guard is not None:
+        guard(state)
     new = decider.decide(command, state)
     if not new:
         return Outcome(AppendResult([], duplicate=False), state, version)
-    result = await store.append(stream_id, version, [(e, meta) for e in new], idempotency_key)
+    m = meta(state) if callable(meta) else meta
+    result = await store.append(stream_id, version, [(e, m) for e in new], idempotency_key)
     if result.duplicate:
         events, version = await store.load_typed(stream_id)
         return Outcome(result, decider.fold(events), version)

@@ -69,6 +69,7 @@ class IssueFound(DomainEvent):
     event_type = "IssueFound"
     topic = "inspection.issue"
     issue_id: UUID
+    grid_path: GridPath
     inspection_id: UUID | None = None
     method: InspectionMethod
     category: Code
@@ -141,6 +142,7 @@ class RectificationReported(DomainEvent):
     responsible_unit: Code
     text: ShortText
     photos: list[PhotoRef] = Field(default_factory=list, max_length=MAX_PHOTOS)
+    reported_at: AwareDatetime
 
 
 @registry.register
