@@ -3,10 +3,10 @@
 Importing this package registers every event type (one module per context).
 """
 
-from shared.events import inspection as inspection  # noqa: F401  (registers)
-from shared.events import notify as notify  # noqa: F401
-from shared.events import scoring as scoring  # noqa: F401
-from shared.events import volunteer as volunteer  # noqa: F401
+from shared.events import inspection as inspection
+from shared.events import notify as notify
+from shared.events import scoring as scoring
+from shared.events import volunteer as volunteer
 from shared.events.envelope import DomainEvent, EventEnvelope
 from shared.events.registry import EventDecodeError, registry
 

@@ -80,7 +80,7 @@ async def problem_item(client, auth, issue_id, day, **params):
 
 
 async def test_full_loop_shows_the_right_history_and_problem_list(service, settings):
-    app, client, auth = service
+    _app, client, auth = service
     r = await client.post("/v1/issues", json=issue_body(), headers=auth["inspection-team-1"])
     assert r.status_code == 201, r.text
     iid = r.json()["id"]
@@ -270,7 +270,7 @@ async def test_watcher_emits_one_overdue_per_step_across_a_restart(service, sett
 
 
 async def test_inbound_records_become_issues_and_garbage_is_dead_lettered(service, settings):
-    app, client, auth = service
+    _app, client, auth = service
     topic = settings.topic("inspection.inbound")
     good = issue_body(issue_id=str(uuid4()))
     producer = make_producer(settings)
