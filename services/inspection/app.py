@@ -7,6 +7,7 @@ import contextlib
 
 from fastapi import FastAPI
 
+from services.inspection import open311
 from services.inspection.api import router
 from services.inspection.domain import STANDARDS_STREAM, AdoptStandards, standards_decider
 from services.inspection.projections import ProblemList
@@ -65,4 +66,5 @@ def build_app(settings: Settings, *, workers: bool = True, watcher_interval_s: f
         on_stop=on_stop,
     )
     app.include_router(router)
+    open311.install(app)
     return app
