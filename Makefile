@@ -43,4 +43,7 @@ bench: venv up     ## benchmarks beside the raw limits; writes bench/results/lat
 lint: venv         ## ruff and mypy
 	@$(PY) -m ruff check .
 	@$(PY) -m ruff format --check .
-	@$(PY) -m mypy shared services
+	@$(PY) -m mypy shared services bench deploy
+
+schemas: venv      ## regenerate docs/events (JSON Schemas, AsyncAPI) from the pydantic models
+	@$(PY) -m shared.events.schema write

@@ -30,7 +30,7 @@ from services.inspection.standards import StandardsTable
 from shared.auth import Principal, require
 from shared.campaign_time import day_bounds, utcnow
 from shared.decider import execute
-from shared.events.inspection import MAX_PHOTOS, Code, InspectionMethod, PhotoRef, Severity, ShortText
+from shared.events.inspection import MAX_PHOTOS, Code, InspectionMethod, IssueReport, PhotoRef, ShortText
 from shared.events.registry import registry
 from shared.eventstore import EventMeta, EventStore, StreamAppend
 from shared.grid import Grid, GridPath, within
@@ -56,23 +56,8 @@ class InspectionIn(Strict):
     inspection_id: UUID | None = None
 
 
-class IssueIn(Strict):
-    """An issue found: where, what (a category of the standards table), how grave, evidence."""
-
-    grid_path: GridPath
-    category: Code
-    severity: Severity
-    description: ShortText
-    found_at: AwareDatetime
-    method: InspectionMethod = "unannounced"
-    location: str | None = Field(default=None, max_length=500)
-    photos: list[PhotoRef] = Field(default_factory=list, max_length=MAX_PHOTOS)
-    inspection_id: UUID | None = None
-    issue_id: UUID | None = Field(default=None, description="client-chosen id (optional)")
-
-
 class IssueBatchIn(Strict):
-    issues: list[IssueIn] = Field(min_length=1, max_length=MAX_BATCH)
+    issues: list[IssueReport] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 class AssignIn(Strict):
@@ -138,7 +123,7 @@ def _unprocessable(loc: list[Any], msg: str) -> HTTPException:
     return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [{"loc": loc, "msg": msg, "type": "value_error"}])
 
 
-def _report_command(body: IssueIn, request: Request, principal: Principal, loc: list[Any]) -> ReportIssue:
+def _report_command(body: IssueReport, request: Request, principal: Principal, loc: list[Any]) -> ReportIssue:
     grid, table = _grid(request), _standards(request)
     if body.grid_path not in grid:
         raise _unprocessable([*loc, "grid_path"], f"{body.grid_path} is not a grid node of district {grid.district}")
@@ -211,7 +196,7 @@ async def record_inspection(
 
 @router.post("/issues", status_code=201, response_model=Accepted, tags=["issues"])
 async def report_issue(
-    body: IssueIn,
+    body: IssueReport,
     request: Request,
     principal: Principal = Depends(require("issue:report")),
     key: str | None = IdempotencyKey,

@@ -23,11 +23,12 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from services.inspection.api import IssueIn, _report_command
+from services.inspection.api import _report_command
 from services.inspection.domain import issue_decider, issue_stream
 from shared.auth import Principal, TokenAuthenticator
 from shared.campaign_time import utcnow
 from shared.decider import execute
+from shared.events.inspection import IssueReport
 from shared.events.registry import registry
 from shared.eventstore import EventMeta
 
@@ -133,7 +134,7 @@ async def post_request(request: Request) -> list[dict[str, Any]]:
         raise _error(status.HTTP_400_BAD_REQUEST, "service_code is required")
     photos = [p["media_url"]] if p.get("media_url") else []
     try:
-        body = IssueIn(
+        body = IssueReport(
             grid_path=grid_path,
             category=p["service_code"],
             severity="minor",

@@ -14,7 +14,6 @@ import orjson
 from aiokafka import ConsumerRecord
 from pydantic import ValidationError
 
-from services.inspection.api import IssueIn
 from services.inspection.domain import (
     MAX_OVERDUE_STEPS,
     MarkOverdue,
@@ -26,6 +25,7 @@ from services.inspection.domain import (
 from services.inspection.standards import StandardsTable
 from shared.campaign_time import utcnow
 from shared.decider import DomainError, execute
+from shared.events.inspection import IssueReport
 from shared.eventstore import EventMeta, EventStore
 from shared.grid import Grid, within
 from shared.kafka import make_consumer, make_producer, stop_consumer
@@ -103,7 +103,7 @@ class DeadlineWatcher:
 class InboundIngest:
     """Turns IssueFound-shaped records on `inspection.inbound` into issues; the rest is dead-lettered.
 
-    A record's key is the department code; its value is an IssueIn JSON object that must carry
+    A record's key is the department code; its value is an IssueReport JSON object that must carry
     `issue_id` (the department's own id, which makes redelivery idempotent). The department must
     exist with scope issue:report and the grid path must lie in its area. On Kafka, who may write
     the inbound topic is for the cluster's ACLs to say (one principal per department).
@@ -155,7 +155,7 @@ class InboundIngest:
             return "record key must be the department code"
         dept_code = rec.key.decode(errors="replace")
         try:
-            body = IssueIn.model_validate(orjson.loads(rec.value or b""))
+            body = IssueReport.model_validate(orjson.loads(rec.value or b""))
         except orjson.JSONDecodeError:
             return "value is not valid JSON"
         except ValidationError as exc:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
-from shared.events.envelope import DomainEvent
+from shared.events.envelope import DomainEvent, EventEnvelope
 from shared.events.registry import registry
 from shared.grid import GridPath
 
@@ -64,9 +64,12 @@ class InspectionConducted(DomainEvent):
 
 @registry.register
 class IssueFound(DomainEvent):
-    """An issue found on a grid (the envelope's grid path) and put on the day's problem list."""
+    """An issue found on a grid and put on the day's problem list.
+
+    v2 added `grid_path` (before, only the envelope carried it)."""
 
     event_type = "IssueFound"
+    schema_version = 2
     topic = "inspection.issue"
     issue_id: UUID
     grid_path: GridPath
@@ -136,7 +139,10 @@ class ExtensionRefused(DomainEvent):
 
 @registry.register
 class RectificationReported(DomainEvent):
+    """The responsible unit reports back with evidence. v2 added `reported_at`."""
+
     event_type = "RectificationReported"
+    schema_version = 2
     topic = "inspection.issue"
     issue_id: UUID
     responsible_unit: Code
@@ -202,3 +208,69 @@ class IssueReopened(DomainEvent):
     topic = "inspection.issue"
     issue_id: UUID
     reason: ShortText
+
+
+class IssueReport(BaseModel):
+    """An issue found, as a department reports it (HTTP body, or a record on the inbound topic):
+    where, what (a category of the standards table), how grave, and the evidence."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    grid_path: GridPath
+    category: Code
+    severity: Severity
+    description: ShortText
+    found_at: AwareDatetime
+    method: InspectionMethod = "unannounced"
+    location: str | None = Field(default=None, max_length=500)
+    photos: list[PhotoRef] = Field(default_factory=list, max_length=MAX_PHOTOS)
+    inspection_id: UUID | None = None
+    issue_id: UUID | None = Field(default=None, description="client-chosen id (optional)")
+
+
+# ---------------------------------------------------------------- superseded versions and upcasters
+
+
+@registry.register_old
+class IssueFoundV1(DomainEvent):
+    """IssueFound as first released: the grid path was only on the envelope."""
+
+    event_type = "IssueFound"
+    schema_version = 1
+    topic = "inspection.issue"
+    issue_id: UUID
+    inspection_id: UUID | None = None
+    method: InspectionMethod
+    category: Code
+    case_type: CaseType
+    severity: Severity
+    description: ShortText
+    location: str | None = Field(default=None, max_length=500)
+    photos: list[PhotoRef] = Field(default_factory=list, max_length=MAX_PHOTOS)
+    found_at: AwareDatetime
+    standards_version: int = Field(ge=1)
+    deadline_hours: int = Field(gt=0)
+    public_report_id: str | None = Field(default=None, max_length=100)
+
+
+@registry.register_old
+class RectificationReportedV1(DomainEvent):
+    """RectificationReported as first released: the time was only the envelope's occurred_at."""
+
+    event_type = "RectificationReported"
+    schema_version = 1
+    topic = "inspection.issue"
+    issue_id: UUID
+    responsible_unit: Code
+    text: ShortText
+    photos: list[PhotoRef] = Field(default_factory=list, max_length=MAX_PHOTOS)
+
+
+@registry.upcaster("IssueFound", 1)
+def _issue_found_v1_to_v2(payload: dict[str, Any], env: EventEnvelope) -> dict[str, Any]:
+    return {"grid_path": env.grid_path, **payload}
+
+
+@registry.upcaster("RectificationReported", 1)
+def _rectification_reported_v1_to_v2(payload: dict[str, Any], env: EventEnvelope) -> dict[str, Any]:
+    return {"reported_at": env.occurred_at.isoformat(), **payload}

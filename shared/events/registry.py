@@ -11,7 +11,8 @@ from shared.events.envelope import DomainEvent, EventEnvelope
 from shared.events.topics import TOPICS
 
 E = TypeVar("E", bound=type[DomainEvent])
-Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+Upcaster = Callable[[dict[str, Any], EventEnvelope], dict[str, Any]]
+"""(payload of version n, its envelope) -> payload of version n + 1."""
 
 
 class EventDecodeError(ValueError):
@@ -48,9 +49,12 @@ class EventRegistry:
         return cls
 
     def register_old(self, cls: E) -> E:
-        """Class decorator: a superseded version kept for the schema documents."""
+        """Class decorator: a superseded version, kept for the schema documents and compatibility checks."""
         self._older[(cls.event_type, cls.schema_version)] = cls
         return cls
+
+    def has_upcaster(self, event_type: str, from_version: int) -> bool:
+        return (event_type, from_version) in self._upcasters
 
     def upcaster(self, event_type: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
         """Decorator: turns a payload of `from_version` into `from_version + 1`."""
@@ -60,6 +64,15 @@ class EventRegistry:
             return fn
 
         return deco
+
+    def without(self, event_type: str) -> EventRegistry:
+        """A copy with every version and upcaster except the current model of `event_type`
+        (to try out a changed model against the released schemas)."""
+        other = EventRegistry()
+        other._current = {k: v for k, v in self._current.items() if k != event_type}
+        other._older = dict(self._older)
+        other._upcasters = dict(self._upcasters)
+        return other
 
     def types(self) -> dict[str, type[DomainEvent]]:
         return dict(self._current)
@@ -87,7 +100,7 @@ class EventRegistry:
             up = self._upcasters.get((env.type, version))
             if up is None:
                 raise EventDecodeError(f"no upcaster for {env.type} v{version}")
-            data = up(data)
+            data = up(data, env)
             version += 1
         try:
             return model.model_validate(data)

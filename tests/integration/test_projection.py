@@ -47,7 +47,11 @@ async def test_crash_restart_and_redelivery_apply_each_event_exactly_once(pool, 
     await _publish_issues(settings, pool, 6000)
     topic = settings.topic("inspection.issue")
     records = await read_all(settings, topic)
-    expected = {r.key.decode() for r in records}  # one IssueFound per stream
+    per_stream: dict[str, set[str]] = {}
+    for r in records:  # distinct events per stream (other tests' streams may have several)
+        per_stream.setdefault(r.key.decode(), set()).add(dict(r.headers)["ce_id"].decode())
+    expected = {stream: len(ids) for stream, ids in per_stream.items()}
+    total = sum(expected.values())
     cmd = [sys.executable, "-m", "tests.support.counting_projection", "crashy", "inspection.issue"]
     env = dict(os.environ)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
@@ -63,7 +67,7 @@ async def test_crash_restart_and_redelivery_apply_each_event_exactly_once(pool, 
         if proc.poll() is None:
             proc.kill()
     after_crash = sum((await _counts(pool)).values())
-    assert 0 < after_crash < len(expected), "the crash should come mid-stream"
+    assert 0 < after_crash < total, "the crash should come mid-stream"
 
     # The relay's at-least-once contract: the same events published again (new offsets).
     producer = make_producer(settings)
@@ -77,7 +81,7 @@ async def test_crash_restart_and_redelivery_apply_each_event_exactly_once(pool, 
     try:
         for _ in range(600):
             counts = await _counts(pool)
-            if sum(counts.values()) >= len(expected):
+            if sum(counts.values()) >= total:
                 break
             await asyncio.sleep(0.1)
         await asyncio.sleep(1.0)  # let it also consume the re-sent duplicates
@@ -87,8 +91,7 @@ async def test_crash_restart_and_redelivery_apply_each_event_exactly_once(pool, 
         if proc.poll() is None:
             proc.kill()
     counts = await _counts(pool)
-    assert set(counts) == expected
-    assert set(counts.values()) == {1}
+    assert counts == expected  # every event applied exactly once
 
     # Rebuild from scratch gives the same table.
     await rebuild(settings, pool, CountingProjection("crashy", ["inspection.issue"]), progress=False)

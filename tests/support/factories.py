@@ -16,6 +16,7 @@ def issue_found(
     iid = issue_id or uuid4()
     payload = IssueFound(
         issue_id=iid,
+        grid_path=grid_path,
         method="unannounced",
         category="sanitation",
         case_type="event",
