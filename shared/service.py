@@ -80,9 +80,10 @@ def create_app(
     return app
 
 
-def idempotency_key(principal: Principal, key: str | None) -> str | None:
-    """Keys are scoped per department, so two departments cannot collide."""
-    return None if key is None else f"{principal.department}:{key}"
+def idempotency_key(principal: Principal, key: str | None, service: str) -> str | None:
+    """Keys are scoped per service and department, so neither two departments nor one department's
+    calls to two services can collide (all services share one key table)."""
+    return None if key is None else f"{service}:{principal.department}:{key}"
 
 
 IdempotencyKey = Header(

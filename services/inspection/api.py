@@ -184,7 +184,7 @@ async def record_inspection(
         f"inspection-{iid}",
         cmd,
         _meta(principal, body.area, body.finished_at),
-        idempotency_key(principal, key),
+        idempotency_key(principal, key, "inspection"),
     )
     return Accepted(
         id=iid,
@@ -209,7 +209,7 @@ async def report_issue(
         issue_stream(cmd.issue_id),
         cmd,
         _meta(principal, cmd.grid_path, cmd.found_at),
-        idempotency_key(principal, key),
+        idempotency_key(principal, key, "inspection"),
     )
     first = out.result.envelopes[0] if out.result.envelopes else None
     return Accepted(
@@ -239,7 +239,7 @@ async def report_issues(
     for c in cmds:
         [event] = issue_decider.decide(c, issue_decider.initial)
         appends.append(StreamAppend(issue_stream(c.issue_id), 0, [(event, _meta(principal, c.grid_path, c.found_at))]))
-    result = await _store(request).append_many(appends, idempotency_key(principal, key))
+    result = await _store(request).append_many(appends, idempotency_key(principal, key, "inspection"))
     return BatchAccepted(
         ids=[UUID(str(e.payload["issue_id"])) for e in result.envelopes],
         event_ids=[e.event_id for e in result.envelopes],
@@ -263,7 +263,7 @@ async def _issue_command(
         issue_stream(issue_id),
         cmd,
         lambda state: _meta(principal, state.grid_path, at),
-        idempotency_key(principal, key),
+        idempotency_key(principal, key, "inspection"),
         guard=guard,
     )
     return Accepted(
