@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from typing import Any
 
-from bench import foundation, ingest
+from bench import foundation, ingest, notify
 from bench.common import (
     FIGURES,
     BenchRun,
@@ -34,6 +34,7 @@ from bench.common import (
 STEPS: list[Step] = [
     *foundation.STEPS,
     *ingest.STEPS,
+    *notify.STEPS,
 ]
 
 

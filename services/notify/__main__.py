@@ -1,0 +1,23 @@
+"""`python -m services.notify`: the API on its port, plus the notify projection, dispatcher and
+reminder scheduler as tasks; SIGTERM stops them cleanly (uvicorn's shutdown runs the lifespan's end)."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from services.notify.app import build_app
+from shared.settings import get_settings
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = get_settings()
+    uvicorn.run(
+        build_app(settings), host=settings.http_host, port=settings.notify_port, log_level="info", access_log=False
+    )
+
+
+if __name__ == "__main__":
+    main()
