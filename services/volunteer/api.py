@@ -932,11 +932,10 @@ class _Repeat(Exception):
 
 
 def _k(who: Principal, key: str) -> str:
-    """The stored key: scoped per department (shared rule) and to this service, so the same key
-    sent to another service by the same department cannot collide with it."""
-    k = idempotency_key(who, key)
+    """The stored key, scoped to this service and the department (shared rule)."""
+    k = idempotency_key(who, key, "volunteer")
     assert k is not None
-    return f"volunteer:{k}"
+    return k
 
 
 def _code(value: str) -> None:
