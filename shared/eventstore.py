@@ -7,6 +7,7 @@ in the same transaction.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -73,6 +74,12 @@ _BY_IDS_SQL = _LOAD_SQL.replace(
 )
 
 
+def new_ids(n: int) -> list[UUID]:
+    """n random (version 4) UUIDs from one read of the OS's random source, not n reads."""
+    raw = os.urandom(16 * n)
+    return [UUID(bytes=raw[i : i + 16], version=4) for i in range(0, 16 * n, 16)]
+
+
 def _row_envelope(row: asyncpg.Record) -> EventEnvelope:
     return EventEnvelope.model_construct(**dict(row.items()))
 
@@ -118,11 +125,12 @@ class EventStore:
         topics: list[str] = []
         values: list[bytes] = []
         headers: list[dict[str, str]] = []
+        fresh_ids = iter(new_ids(sum(len(a.events) for a in appends)))
         for a in appends:
             for i, (payload, meta) in enumerate(a.events, start=1):
                 data = payload.model_dump(mode="json")
                 env = EventEnvelope.model_construct(
-                    event_id=uuid4(),
+                    event_id=next(fresh_ids),
                     type=payload.event_type,
                     schema_version=payload.schema_version,
                     stream_id=a.stream_id,

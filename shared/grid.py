@@ -26,6 +26,7 @@ class GridLevel(IntEnum):
     GRID = 4
 
 
+@lru_cache(maxsize=65536)
 def validate_grid_path(value: str) -> str:
     """Check the path's shape (1 to 4 lower-case segments); existence is the Grid's business."""
     parts = value.split("/")

@@ -4,12 +4,14 @@ body-size limit, idempotency keys and health."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Header, Request, status
+import orjson
+from fastapi import FastAPI, Header, Request, Response, status
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 
 from shared.auth import Principal, TokenAuthenticator
 from shared.db import create_pool, migrate
@@ -20,6 +22,27 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 Hook = Callable[[FastAPI], Awaitable[None]]
+
+
+class OrjsonRequest(Request):
+    """A request whose JSON body is parsed by orjson (several times faster than the stdlib's)."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = orjson.loads(await self.body())
+        return self._json
+
+
+class OrjsonRoute(APIRoute):
+    """Routes that hand their endpoints an OrjsonRequest. Use `APIRouter(route_class=OrjsonRoute)`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def orjson_handler(request: Request) -> Response:
+            return await handler(OrjsonRequest(request.scope, request.receive))
+
+        return orjson_handler
 
 
 def create_app(

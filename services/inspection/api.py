@@ -32,11 +32,11 @@ from shared.campaign_time import day_bounds, utcnow
 from shared.decider import execute
 from shared.events.inspection import MAX_PHOTOS, Code, InspectionMethod, IssueReport, PhotoRef, ShortText
 from shared.events.registry import registry
-from shared.eventstore import EventMeta, EventStore, StreamAppend
+from shared.eventstore import EventMeta, EventStore, StreamAppend, new_ids
 from shared.grid import Grid, GridPath, within
-from shared.service import IdempotencyKey, idempotency_key
+from shared.service import IdempotencyKey, OrjsonRoute, idempotency_key
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", route_class=OrjsonRoute)
 FUTURE_SLACK = timedelta(minutes=5)
 """Clock skew tolerated on times that must not be in the future."""
 MAX_BATCH = 1000
@@ -123,7 +123,14 @@ def _unprocessable(loc: list[Any], msg: str) -> HTTPException:
     return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [{"loc": loc, "msg": msg, "type": "value_error"}])
 
 
-def _report_command(body: IssueReport, request: Request, principal: Principal, loc: list[Any]) -> ReportIssue:
+def _report_command(
+    body: IssueReport,
+    request: Request,
+    principal: Principal,
+    loc: list[Any],
+    issue_id: UUID | None = None,
+    now: datetime | None = None,
+) -> ReportIssue:
     grid, table = _grid(request), _standards(request)
     if body.grid_path not in grid:
         raise _unprocessable([*loc, "grid_path"], f"{body.grid_path} is not a grid node of district {grid.district}")
@@ -132,10 +139,10 @@ def _report_command(body: IssueReport, request: Request, principal: Principal, l
         raise _unprocessable(
             [*loc, "category"], f"unknown category {body.category!r}; known: {', '.join(sorted(table.categories))}"
         )
-    if body.found_at > utcnow() + FUTURE_SLACK:
+    if body.found_at > (now or utcnow()) + FUTURE_SLACK:
         raise _unprocessable([*loc, "found_at"], "found_at is in the future")
     return ReportIssue(
-        issue_id=body.issue_id or uuid4(),
+        issue_id=body.issue_id or issue_id or uuid4(),
         grid_path=body.grid_path,
         method=body.method,
         category=table.category(body.category),
@@ -149,9 +156,13 @@ def _report_command(body: IssueReport, request: Request, principal: Principal, l
     )
 
 
-def _meta(principal: Principal, grid_path: str, at: datetime, actor: str | None = None) -> EventMeta:
+def _meta(principal: Principal, grid_path: str, at: datetime, correlation_id: UUID | None = None) -> EventMeta:
     return EventMeta(
-        source=principal.department, actor=actor or principal.department, grid_path=grid_path, occurred_at=at
+        source=principal.department,
+        actor=principal.department,
+        grid_path=grid_path,
+        occurred_at=at,
+        correlation_id=correlation_id or uuid4(),
     )
 
 
@@ -234,11 +245,18 @@ async def report_issues(
     key: str | None = IdempotencyKey,
 ) -> BatchAccepted:
     """Report up to 1,000 issues at once: all are accepted or none (one transaction)."""
-    cmds = [_report_command(item, request, principal, ["body", "issues", i]) for i, item in enumerate(body.issues)]
+    ids = new_ids(len(body.issues))
+    now = utcnow()
+    cmds = [
+        _report_command(item, request, principal, ["body", "issues", i], ids[i], now)
+        for i, item in enumerate(body.issues)
+    ]
+    correlation = uuid4()  # one command: its events share a correlation id
     appends = []
     for c in cmds:
         [event] = issue_decider.decide(c, issue_decider.initial)
-        appends.append(StreamAppend(issue_stream(c.issue_id), 0, [(event, _meta(principal, c.grid_path, c.found_at))]))
+        meta = _meta(principal, c.grid_path, c.found_at, correlation)
+        appends.append(StreamAppend(issue_stream(c.issue_id), 0, [(event, meta)]))
     result = await _store(request).append_many(appends, idempotency_key(principal, key, "inspection"))
     return BatchAccepted(
         ids=[UUID(str(e.payload["issue_id"])) for e in result.envelopes],
