@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from typing import Any
 
-from bench import dashboard_lag, foundation, ingest, notify
+from bench import dashboard_lag, foundation, ingest, notify, scoring_replay
 from bench.common import (
     FIGURES,
     BenchRun,
@@ -35,6 +35,7 @@ STEPS: list[Step] = [
     *foundation.STEPS,
     *ingest.STEPS,
     *notify.STEPS,
+    *scoring_replay.STEPS,
     *dashboard_lag.STEPS,
 ]
 

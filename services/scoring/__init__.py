@@ -1,0 +1,1 @@
+"""Scoring: daily ranking, weekly summary, laggards, red/black lists and long-term metrics."""
