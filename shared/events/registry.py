@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
+import orjson
+from pydantic import BaseModel, ValidationError, create_model
 
 from shared.events.envelope import DomainEvent, EventEnvelope
 from shared.events.topics import TOPICS
@@ -23,13 +24,16 @@ class EventDecodeError(ValueError):
         self.reason = reason
 
 
-def _summarise(exc: ValidationError) -> str:
+def _summarise(exc: ValidationError, strip: int = 0) -> str:
     parts = []
     for err in exc.errors()[:5]:
-        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        loc = ".".join(str(p) for p in err["loc"][strip:]) or "(root)"
         parts.append(f"{loc}: {err['msg']}")
     more = len(exc.errors()) - 5
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+_ENVELOPE_FIELDS = tuple(f for f in EventEnvelope.model_fields if f != "payload")
 
 
 class EventRegistry:
@@ -37,6 +41,7 @@ class EventRegistry:
         self._current: dict[str, type[DomainEvent]] = {}
         self._older: dict[tuple[str, int], type[DomainEvent]] = {}
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
+        self._typed: dict[str, type[BaseModel]] = {}
 
     def register(self, cls: E) -> E:
         """Class decorator: the current version of an event type."""
@@ -107,10 +112,37 @@ class EventRegistry:
         except ValidationError as exc:
             raise EventDecodeError(f"invalid {env.type} payload: {_summarise(exc)}") from None
 
+    def _typed_envelope(self, model: type[DomainEvent]) -> type[BaseModel]:
+        """The envelope with this event's payload model, to validate a record in one pass."""
+        typed = self._typed.get(model.event_type)
+        if typed is None:
+            typed = create_model(f"{model.__name__}Envelope", __base__=EventEnvelope, payload=(model, ...))
+            self._typed[model.event_type] = typed
+        return typed
+
     def decode(self, value: bytes | None) -> tuple[EventEnvelope, DomainEvent]:
-        """A Kafka record value to (envelope, payload); EventDecodeError says what was wrong."""
+        """A Kafka record value to (envelope, payload); EventDecodeError says what was wrong.
+
+        A record of an event type's current version is validated in one pass (envelope and typed
+        payload together); other versions go through the envelope and then the upcasters."""
         if value is None:
             raise EventDecodeError("empty record value")
+        try:
+            obj = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            raise EventDecodeError("value is not valid JSON") from None
+        model = self._current.get(obj.get("type")) if isinstance(obj, dict) else None  # type: ignore[arg-type]
+        if model is not None and obj.get("schema_version") == model.schema_version:
+            try:
+                typed = self._typed_envelope(model).model_validate(obj)
+            except ValidationError as exc:
+                if all(e["loc"][:1] == ("payload",) for e in exc.errors()):
+                    raise EventDecodeError(f"invalid {model.event_type} payload: {_summarise(exc, 1)}") from None
+                raise EventDecodeError(f"invalid envelope: {_summarise(exc)}") from None
+            env = EventEnvelope.model_construct(
+                **{f: getattr(typed, f) for f in _ENVELOPE_FIELDS}, payload=obj["payload"]
+            )
+            return env, typed.payload  # type: ignore[attr-defined]
         try:
             env = EventEnvelope.model_validate_json(value)
         except ValidationError as exc:
