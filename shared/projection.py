@@ -184,20 +184,34 @@ class ProjectionRunner:
         return outcome.applied + outcome.duplicates + outcome.dead_lettered
 
     async def process(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> BatchOutcome:
-        """Apply one fetched batch: decode, dead-letter the poison, apply the rest exactly once."""
+        """Apply one fetched batch exactly once: skip what the stored offsets say is done (a batch
+        fetched before a rebalance may come again), dead-letter the poison, apply the rest."""
         outcome = BatchOutcome()
-        good: list[Applied] = []
-        for records in batches.values():
-            for rec in records:
-                try:
-                    good.append(registry.decode(rec.value))
-                except EventDecodeError as exc:
-                    outcome.dead_lettered += 1
-                    if self._dlq is not None:
-                        await self._dlq.send(rec, exc.reason)
-                    log.warning("dead-lettered %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, exc.reason)
         name = self.projection.name
         async with self.pool.acquire() as conn, conn.transaction():
+            done = {
+                (r["topic"], r["partition"]): r["next_offset"]
+                for r in await conn.fetch(
+                    "SELECT topic, partition, next_offset FROM projection_offsets"
+                    " WHERE projection = $1 AND topic = ANY($2::text[]) FOR UPDATE",
+                    name,
+                    list({tp.topic for tp in batches}),
+                )
+            }
+            good: list[Applied] = []
+            for tp, records in batches.items():
+                floor = done.get((tp.topic, tp.partition), 0)
+                for rec in records:
+                    if rec.offset < floor:
+                        outcome.duplicates += 1
+                        continue
+                    try:
+                        good.append(registry.decode(rec.value))
+                    except EventDecodeError as exc:
+                        outcome.dead_lettered += 1
+                        if self._dlq is not None:
+                            await self._dlq.send(rec, exc.reason)
+                        log.warning("dead-lettered %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, exc.reason)
             if good:
                 rows = await conn.fetch(
                     "INSERT INTO projection_applied (projection, event_id) SELECT $1, unnest($2::uuid[])"
@@ -212,7 +226,7 @@ class ProjectionRunner:
                     if env.event_id in fresh_ids and env.event_id not in seen:
                         seen.add(env.event_id)
                         fresh.append((env, payload))
-                outcome.duplicates = len(good) - len(fresh)
+                outcome.duplicates += len(good) - len(fresh)
                 if fresh:
                     await self.projection.apply(conn, fresh)
                 outcome.applied = len(fresh)
