@@ -37,6 +37,9 @@ test: venv         ## every test (the fixture starts the stack if it is down, an
 unit: venv         ## pure tests only, no broker or database
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
+faults: venv       ## the fault suite alone (its own broker and database; prints the counts)
+	@$(PY) -m pytest tests/faults -q -s $(PYTEST_ARGS)
+
 bench: venv up     ## benchmarks beside the raw limits; writes bench/results/latest.json
 	@$(PY) -m bench
 

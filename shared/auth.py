@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from fastapi import HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from shared.db import Conn
@@ -135,8 +135,7 @@ def require(scope: str | None = None) -> Callable[[Request], Awaitable[Principal
     if scope is not None and scope not in SCOPES:
         raise ValueError(f"unknown scope {scope}")
 
-    async def dependency(request: Request) -> Principal:
-        creds: HTTPAuthorizationCredentials | None = await _bearer(request)
+    async def dependency(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:
         if creds is None:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED, "missing bearer token", headers={"WWW-Authenticate": "Bearer"}

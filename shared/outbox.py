@@ -17,6 +17,7 @@ import logging
 import time
 
 import asyncpg
+from aiokafka.errors import KafkaError
 
 from shared.db import Conn, connect
 from shared.kafka import make_producer
@@ -48,7 +49,14 @@ class OutboxRelay:
         while not self._stop.is_set():
             try:
                 await self._run_once()
-            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (
+                TimeoutError,
+                OSError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                asyncpg.InternalClientError,
+                KafkaError,
+            ) as exc:
                 if self._stop.is_set():
                     break
                 log.warning("outbox relay: %s; retrying in 1s", exc.__class__.__name__)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
 from tqdm import tqdm
 
 from shared.campaign_time import utcnow
@@ -54,6 +55,14 @@ class Projection(ABC):
 
 def _lock_id(name: str) -> int:
     return zlib.crc32(f"projection:{name}".encode())
+
+
+@dataclass
+class Decoded:
+    """A fetched batch and, per record, its decoded event or why it is unusable."""
+
+    batches: dict[TopicPartition, list[ConsumerRecord]]
+    results: list[tuple[ConsumerRecord, Applied | str]]
 
 
 @dataclass
@@ -156,7 +165,19 @@ class ProjectionRunner:
             await self._producer.stop()
 
     async def run(self) -> None:
-        """Consume in the projection's consumer group until stopped (shared lock against rebuild)."""
+        """Consume in the projection's consumer group until stopped (shared lock against rebuild).
+        A lost database or broker connection restarts the consumer after a pause; the offsets
+        stored with the read model make the restart exact."""
+        while not self._stop.is_set():
+            try:
+                await self._run_once()
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError) as exc:
+                if self._stop.is_set():
+                    break
+                log.warning("projection %s: %s; restarting in 1s", self.projection.name, exc.__class__.__name__)
+                await asyncio.sleep(1)
+
+    async def _run_once(self) -> None:
         async with self.pool.acquire() as lock_conn:
             await lock_conn.execute("SELECT pg_advisory_lock_shared($1)", _lock_id(self.projection.name))
             try:
@@ -183,9 +204,26 @@ class ProjectionRunner:
                 log.info("offset commit skipped: %s", exc)
         return outcome.applied + outcome.duplicates + outcome.dead_lettered
 
+    @staticmethod
+    def decode_batch(batches: dict[TopicPartition, list[ConsumerRecord]]) -> Decoded:
+        """Decode every record (CPU only, no I/O): an event, or the reason it is unusable."""
+        results: list[tuple[ConsumerRecord, Applied | str]] = []
+        for records in batches.values():
+            for rec in records:
+                try:
+                    results.append((rec, registry.decode(rec.value)))
+                except EventDecodeError as exc:
+                    results.append((rec, exc.reason))
+        return Decoded(batches, results)
+
     async def process(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> BatchOutcome:
-        """Apply one fetched batch exactly once: skip what the stored offsets say is done (a batch
-        fetched before a rebalance may come again), dead-letter the poison, apply the rest."""
+        """Apply one fetched batch exactly once (decode, then apply_decoded)."""
+        return await self.apply_decoded(self.decode_batch(batches))
+
+    async def apply_decoded(self, decoded: Decoded) -> BatchOutcome:
+        """Skip what the stored offsets say is done (a batch fetched before a rebalance may come
+        again), dead-letter the poison, apply the rest, store the offsets: one transaction."""
+        batches = decoded.batches
         outcome = BatchOutcome()
         name = self.projection.name
         async with self.pool.acquire() as conn, conn.transaction():
@@ -199,19 +237,16 @@ class ProjectionRunner:
                 )
             }
             good: list[Applied] = []
-            for tp, records in batches.items():
-                floor = done.get((tp.topic, tp.partition), 0)
-                for rec in records:
-                    if rec.offset < floor:
-                        outcome.duplicates += 1
-                        continue
-                    try:
-                        good.append(registry.decode(rec.value))
-                    except EventDecodeError as exc:
-                        outcome.dead_lettered += 1
-                        if self._dlq is not None:
-                            await self._dlq.send(rec, exc.reason)
-                        log.warning("dead-lettered %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, exc.reason)
+            for rec, result in decoded.results:
+                if rec.offset < done.get((rec.topic, rec.partition), 0):
+                    outcome.duplicates += 1
+                elif isinstance(result, str):
+                    outcome.dead_lettered += 1
+                    if self._dlq is not None:
+                        await self._dlq.send(rec, result)
+                    log.warning("dead-lettered %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, result)
+                else:
+                    good.append(result)
             if good:
                 rows = await conn.fetch(
                     "INSERT INTO projection_applied (projection, event_id) SELECT $1, unnest($2::uuid[])"
@@ -256,6 +291,7 @@ class ProjectionRunner:
             total = sum(max(0, ends[tp] - starts[tp]) for tp in tps)
             bar = tqdm(total=total, desc=f"rebuild {self.projection.name}", unit="ev", disable=not progress)
             remaining = {tp for tp in tps if starts[tp] < ends[tp]}
+            in_flight: asyncio.Task[BatchOutcome] | None = None
             while remaining:
                 batches = await self.consumer.getmany(
                     *remaining, timeout_ms=500, max_records=self.settings.projection_batch
@@ -263,12 +299,17 @@ class ProjectionRunner:
                 trimmed = {tp: [r for r in recs if r.offset < ends[tp]] for tp, recs in batches.items()}
                 trimmed = {tp: recs for tp, recs in trimmed.items() if recs}
                 if trimmed:
-                    async with self.batch_lock:
-                        await self.process(trimmed)
+                    # Decode this batch while the previous one's transaction runs in PostgreSQL.
+                    decoded = self.decode_batch(trimmed)
+                    if in_flight is not None:
+                        await in_flight
+                    in_flight = asyncio.create_task(self.apply_decoded(decoded))
                     bar.update(sum(len(r) for r in trimmed.values()))
                 for tp in list(remaining):
                     if await self.consumer.position(tp) >= ends[tp]:
                         remaining.discard(tp)
+            if in_flight is not None:
+                await in_flight
             bar.close()
             return self.totals
         finally:

@@ -96,11 +96,61 @@ def create_app(
             )
         return await call_next(request)
 
+    _document_error_responses(app)
+
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     return app
+
+
+_ERRORS: dict[str, str] = {
+    "400": "Malformed request (e.g. a body that is not JSON)",
+    "401": "Missing, invalid or revoked bearer token",
+    "403": "The token lacks the scope, or the target lies outside the department's area",
+    "404": "No such resource",
+    "409": "Refused by the campaign's rules, or changed concurrently (reload and retry)",
+    "413": "Request body larger than the limit",
+    "422": "Invalid request",
+}
+_PROBLEM = {
+    "content": {
+        "application/json": {"schema": {"type": "object", "properties": {"detail": {}}, "required": ["detail"]}}
+    }
+}
+
+
+def _document_error_responses(app: FastAPI) -> None:
+    """Add the error answers every route may give to the OpenAPI document: 401/403 where a token is
+    required, 404 where the path names a resource, 409 on commands, 413 and 422 where there is a body."""
+    make_schema = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = make_schema()
+        for path, item in schema.get("paths", {}).items():
+            for method, op in item.items():
+                if not isinstance(op, dict) or "responses" not in op:
+                    continue
+                codes = []
+                if op.get("security"):
+                    codes += ["401", "403"]
+                if "{" in path:
+                    codes.append("404")
+                if method in ("post", "put", "patch", "delete"):
+                    codes.append("409")
+                if "requestBody" in op:
+                    codes += ["400", "413", "422"]
+                if op.get("parameters"):
+                    codes += ["400", "422"]
+                for code in codes:
+                    op["responses"].setdefault(code, {"description": _ERRORS[code], **_PROBLEM})
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def idempotency_key(principal: Principal, key: str | None, service: str) -> str | None:

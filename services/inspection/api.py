@@ -472,7 +472,10 @@ _LIST_COLS = (
 @router.get("/problem-list", tags=["queries"])
 async def problem_list(
     request: Request,
-    day: Annotated[date, Query(alias="date", description="campaign day (Asia/Shanghai)")],
+    day: Annotated[
+        date,
+        Query(alias="date", description="campaign day (Asia/Shanghai)", ge=date(2000, 1, 1), le=date(2100, 12, 31)),
+    ],
     township: Annotated[str | None, Query(description="township code, e.g. wuan")] = None,
     unit: Annotated[str | None, Query(description="responsible unit (department code)")] = None,
     principal: Principal = Depends(require()),

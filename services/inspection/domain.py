@@ -245,9 +245,11 @@ def decide_issue(cmd: IssueCommand, s: IssueState) -> list[DomainEvent]:
         return [ExtensionRequested(issue_id=iid, requested_deadline=cmd.requested_deadline, reason=cmd.reason)]
     if isinstance(cmd, DecideExtension):
         _require(s.extension_requested is not None, "no extension request is pending")
+        _require(s.status == "assigned", f"an extension is decided on an assigned issue; it is {s.status}")
         assert s.extension_requested is not None and s.deadline is not None
         if cmd.grant:
             return [ExtensionGranted(issue_id=iid, previous_deadline=s.deadline, new_deadline=s.extension_requested)]
+        _require(bool(cmd.reason.strip()), "a refusal needs a reason")
         return [ExtensionRefused(issue_id=iid, reason=cmd.reason)]
     if isinstance(cmd, ReportRectification):
         _require(s.status == "assigned", f"cannot report a rectification on an issue that is {s.status}")
@@ -330,9 +332,9 @@ def evolve_issue(s: IssueState, e: DomainEvent) -> IssueState:
     if isinstance(e, RectificationRejected):
         return replace(s, status="assigned", rejections=s.rejections + 1, reported_at=None)
     if isinstance(e, RectificationClosed):
-        return replace(s, status="closed")
+        return replace(s, status="closed", extension_requested=None)
     if isinstance(e, IssueBacklogged):
-        return replace(s, status="backlogged")
+        return replace(s, status="backlogged", extension_requested=None)
     if isinstance(e, IssueOverdue):
         return replace(s, overdue_steps=e.step)
     if isinstance(e, IssueReopened):

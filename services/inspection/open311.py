@@ -32,7 +32,16 @@ from shared.events.inspection import IssueReport
 from shared.events.registry import registry
 from shared.eventstore import EventMeta
 
-router = APIRouter(prefix="/open311/v2", tags=["open311"])
+router = APIRouter(
+    prefix="/open311/v2",
+    tags=["open311"],
+    responses={
+        400: {"description": "Malformed request (an Open311 error list)"},
+        401: {"description": "api_key missing or invalid"},
+        403: {"description": "This api_key may not file requests"},
+        404: {"description": "No such service request"},
+    },
+)
 CLOSED = ("closed", "backlogged")
 
 

@@ -12,6 +12,7 @@ from uuid import UUID
 import asyncpg
 import orjson
 from aiokafka import ConsumerRecord
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from services.inspection.domain import (
@@ -125,6 +126,18 @@ class InboundIngest:
         self._stop.set()
 
     async def run(self) -> None:
+        """Ingest until stopped; a lost database or broker connection restarts the consumer after a
+        pause (uncommitted records are read again and their issue ids make that idempotent)."""
+        while not self._stop.is_set():
+            try:
+                await self._run_once()
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError) as exc:
+                if self._stop.is_set():
+                    break
+                log.warning("inbound ingest: %s; restarting in 1s", exc.__class__.__name__)
+                await asyncio.sleep(1)
+
+    async def _run_once(self) -> None:
         consumer = make_consumer(
             self.settings,
             self.settings.topic("inspection.inbound"),

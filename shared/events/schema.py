@@ -228,7 +228,7 @@ def compat(released: dict[str, dict[str, Any]], reg: EventRegistry = registry) -
     """Breaking changes between released schemas and the current models; empty when compatible."""
     problems = []
     current = {t: m for t, m in reg.types().items()}
-    for name, old in sorted(released.items()):
+    for _name, old in sorted(released.items()):
         etype, version = old["properties"]["type"]["const"], old["properties"]["schema_version"]["const"]
         model = current.get(etype)
         if model is None:

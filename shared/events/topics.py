@@ -3,6 +3,21 @@
 Physical name = `<settings.topic_prefix>.<logical name>`, e.g. `wenming.inspection.issue`.
 Records are keyed by aggregate (stream) id, so one aggregate's events stay in order on one
 partition while aggregates spread over all partitions.
+
+Partition counts live here and nowhere else (`ensure_topics` creates topics from them; on a
+three-broker cluster every topic gets replication factor 3 and min.insync.replicas 2).
+Rule for adding partitions (deploy/SCALING.md explains the sizes):
+- Only ever increase a count, never decrease it, and only when the topic's busiest consumer
+  group needs more parallel instances than partitions (one partition feeds one instance) or a
+  partition exceeds about 5 MB/s; prefer multiples of 12 (12, 24, 48, 96).
+- Adding partitions moves keys: `hash(key) % n` changes, so a stream's later events may land on
+  another partition than its earlier ones. Do it with the writers quiesced: stop the outbox
+  relay, wait until every consumer group of the topic has no lag, raise the count
+  (kafka-topics --alter --partitions N, then change the number here in the same commit), then
+  start the relay again. Consumers need no change: the projection runner stores offsets per
+  partition and dedupes by event id, and new partitions start from their beginning.
+- A new count is a contract change for subscribers that rely on per-key order: say so in the
+  commit and the topic's changelog.
 """
 
 from __future__ import annotations
