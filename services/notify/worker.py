@@ -180,16 +180,24 @@ class Dispatcher:
         return min(self.config.idle_poll_s, max(0.01, wait))
 
     async def recover(self) -> int:
-        """Rows claimed but never confirmed (a crash between send and confirm) back to pending.
+        """Rows claimed but never confirmed (a crash between send and confirm).
 
-        Inbox: its write rolled back with the confirmation, so sending again writes it once.
-        E-mail, webhook, SMS: sent again with the same delivery id, which receivers dedupe on.
+        Inbox: its write rolled back with the confirmation, so it goes back to pending and is
+        written once. E-mail: the SMTP server may already have accepted it, and SMTP cannot be
+        asked, so it is never sent twice: it becomes 'unconfirmed' for an operator to re-drive if
+        the recipient did not get it. Webhook and SMS: sent again with the same delivery id
+        (X-Wenming-Delivery-Id), which receivers must dedupe on.
         Call only while holding the dispatcher lock (or with no dispatcher running)."""
         async with self.pool.acquire() as conn:
             status = await conn.execute(
-                "UPDATE notify_deliveries SET status = 'pending', next_attempt_at = $1,"
-                " last_error = CASE WHEN channel = 'inbox' THEN 'in doubt after restart: not written'"
-                " ELSE 'in doubt after restart: sent again with the same delivery id' END"
+                "UPDATE notify_deliveries SET"
+                " status = CASE WHEN channel = 'email' THEN 'unconfirmed' ELSE 'pending' END,"
+                " next_attempt_at = $1,"
+                " last_error = CASE channel"
+                "  WHEN 'inbox' THEN 'in doubt after restart: not written, written now'"
+                "  WHEN 'email' THEN 'in doubt after restart: the SMTP server may have accepted it; not sent again"
+                " (re-drive if it did not arrive)'"
+                "  ELSE 'in doubt after restart: sent again with the same delivery id' END"
                 " WHERE status = 'claimed'",
                 self.clock(),
             )
@@ -328,11 +336,12 @@ class Dispatcher:
 
 
 async def redrive(conn: Conn, delivery_id: UUID | None, now: datetime) -> list[UUID]:
-    """Dead-lettered deliveries (one, or all if None) back to pending with fresh attempts."""
+    """Dead-lettered deliveries (one, or all if None), or one unconfirmed e-mail, back to pending."""
     rows = await conn.fetch(
         "UPDATE notify_deliveries SET status = 'pending', attempts = 0, next_attempt_at = $2,"
         " last_error = 're-driven after: ' || coalesce(last_error, '')"
-        " WHERE status = 'dead' AND ($1::uuid IS NULL OR delivery_id = $1) RETURNING delivery_id",
+        " WHERE (status = 'dead' AND ($1::uuid IS NULL OR delivery_id = $1))"
+        " OR (status = 'unconfirmed' AND delivery_id = $1) RETURNING delivery_id",
         delivery_id,
         now,
     )
