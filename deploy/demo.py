@@ -21,7 +21,7 @@ from shared.kafka import ensure_topics
 from shared.settings import ROOT, get_settings
 
 LOGS = ROOT / ".local" / "logs"
-SERVICES = ["inspection", "scoring", "volunteer", "notify"]
+SERVICES = ["inspection", "scoring", "volunteer", "notify", "dashboard"]
 
 
 def available_services() -> list[str]:
@@ -89,6 +89,9 @@ def print_where_to_look(settings: object) -> None:
     ]:
         if svc in available_services():
             lines.append(f"  {svc + ':':<20} http://{s.http_host}:{port}/docs")
+    if "dashboard" in available_services():
+        port = os.environ.get("WENMING_DASHBOARD_PORT", "8105")
+        lines.append(f"  {'dashboard:':<20} http://{s.http_host}:{port}/  (log in with the campaign-office token)")
     print("\n".join(lines))
 
 
