@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from typing import Any
 
-from bench import dashboard_lag, e2e, foundation, ingest, notify, scoring_replay
+from bench import cluster, dashboard_lag, e2e, foundation, ingest, notify, scoring_replay
 from bench.common import (
     FIGURES,
     BenchRun,
@@ -38,6 +38,7 @@ STEPS: list[Step] = [
     *scoring_replay.STEPS,
     *dashboard_lag.STEPS,
     *e2e.STEPS,
+    *cluster.STEPS,
 ]
 
 

@@ -1,12 +1,36 @@
 #!/usr/bin/env python3
 """The local stack without Docker: Apache Kafka (KRaft, jars from Maven Central) and PostgreSQL.
 
-Usage: python3 deploy/stack.py up [--brokers N] | down | status | env
+Usage: python3 deploy/stack.py up [--brokers 1|3] [--kafka-only] | down | status | env
 
-Everything lives under `.local/` (git-ignored): Kafka jars, data directories, logs in
-`.local/logs/`, and `.local/stack.env`, which the services read for their connection settings
-(the database password is generated here and never committed). Standard library only, so it
-runs before the virtualenv exists. `up` is idempotent: a running node is left alone.
+Everything lives under `.local/` (git-ignored): data directories, logs in `.local/logs/`, and
+`.local/stack.env`, which the services read for their connection settings (the database
+password is generated here and never committed). The Kafka jars are a cache shared by every
+state folder (`.local/kafka/libs`, or WENMING_KAFKA_LIBS). Standard library only, so it runs
+before the virtualenv exists. `up` is idempotent: a running node is left alone.
+
+Shapes:
+- `up` (default): one combined broker+controller node on 127.0.0.1:9092 (controller 9192),
+  replication factor 1; what the demo and most tests use.
+- `up --brokers 3` (= `make up CLUSTER=3`): three combined broker+controller nodes on
+  ports P, P+1, P+2 (controllers P+100..P+102) with a static voter set
+  (`controller.quorum.voters=1@..,2@..,3@..`): the KRaft quorum survives one node down.
+  Topics get replication factor 3 and min.insync.replicas 2, so with acks=all a record is
+  acknowledged only once two replicas hold it, and one broker may die without losing an
+  acknowledged record or stopping writes.
+
+Environment: WENMING_LOCAL_DIR (state folder, default `.local`), WENMING_KAFKA_PORT (first
+broker port, default 9092; controller ports are 100 higher), WENMING_PG_PORT (55432).
+A second stack runs beside the first in another folder, e.g. the three-broker cluster beside
+the everyday single broker, reusing its PostgreSQL:
+
+    WENMING_LOCAL_DIR=.local/cluster WENMING_KAFKA_PORT=19092 WENMING_PG_DSN=<the shared DSN> \
+        python3 deploy/stack.py up --brokers 3 --kafka-only
+    WENMING_LOCAL_DIR=.local/cluster python3 deploy/stack.py down   # stops only those brokers
+
+`--kafka-only` starts no PostgreSQL; that folder's `stack.env` then carries the given
+WENMING_PG_DSN, if any, and the cluster's bootstrap list.
+`down` stops the brokers of its folder and a PostgreSQL only if that folder started one.
 """
 
 from __future__ import annotations
@@ -30,12 +54,13 @@ LOCAL = Path(os.environ.get("WENMING_LOCAL_DIR", ROOT / ".local"))
 LOGS = LOCAL / "logs"
 KAFKA_POM = ROOT / "deploy" / "kafka" / "pom.xml"
 KAFKA_LOG4J = ROOT / "deploy" / "kafka" / "log4j2.properties"
-KAFKA_LIBS = LOCAL / "kafka" / "libs"
+KAFKA_LIBS = Path(os.environ.get("WENMING_KAFKA_LIBS", ROOT / ".local" / "kafka" / "libs"))
 PG_DIR = LOCAL / "pg"
 PG_PORT = int(os.environ.get("WENMING_PG_PORT", "55432"))
 KAFKA_BASE_PORT = int(os.environ.get("WENMING_KAFKA_PORT", "9092"))
 CONTROLLER_BASE_PORT = KAFKA_BASE_PORT + 100
 ENV_FILE = LOCAL / "stack.env"
+KAFKA_ONLY_MARK = LOCAL / "kafka-only"
 PG_USER = "wenming"
 PG_DB = "wenming"
 
@@ -106,6 +131,11 @@ def kafka_node_dir(node: int) -> Path:
 
 
 def kafka_properties(node: int, brokers: int) -> str:
+    """server.properties of one combined broker+controller node.
+
+    With three nodes: static voters 1..3, replication factor 3 for every topic (and the
+    offsets and transaction logs), min.insync.replicas 2, no unclean leader election.
+    """
     voters = ",".join(f"{n}@127.0.0.1:{CONTROLLER_BASE_PORT + n - 1}" for n in range(1, brokers + 1))
     port = KAFKA_BASE_PORT + node - 1
     rf = min(3, brokers)
@@ -130,6 +160,7 @@ def kafka_properties(node: int, brokers: int) -> str:
             "group.initial.rebalance.delay.ms=0",
             "auto.create.topics.enable=false",
             "log.retention.hours=-1",
+            "unclean.leader.election.enable=false",
             "",
         ]
     )
@@ -392,7 +423,17 @@ def pg_restart() -> None:
 # ---------------------------------------------------------------- commands
 
 
-def up(brokers: int) -> None:
+def write_kafka_only_env() -> None:
+    """stack.env of a folder without its own PostgreSQL: the cluster, and the given DSN if any."""
+    lines = [f"WENMING_KAFKA_BOOTSTRAP={kafka_bootstrap()}"]
+    dsn = os.environ.get("WENMING_PG_DSN")
+    if dsn:
+        lines.insert(0, f"WENMING_PG_DSN={dsn}")
+    ENV_FILE.write_text("\n".join(lines) + "\n")
+    ENV_FILE.chmod(0o600)
+
+
+def up(brokers: int, *, kafka_only: bool = False) -> None:
     t0 = time.monotonic()
     LOGS.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
@@ -401,7 +442,12 @@ def up(brokers: int) -> None:
     # Jars and the Kafka nodes start while PostgreSQL initialises.
     ensure_kafka_jars()
     kafka_up(brokers)
-    pg_up()
+    if kafka_only:
+        KAFKA_ONLY_MARK.touch()
+        write_kafka_only_env()
+    else:
+        KAFKA_ONLY_MARK.unlink(missing_ok=True)
+        pg_up()
     log(f"stack up in {time.monotonic() - t0:.1f}s; settings in {ENV_FILE}, logs in {LOGS}")
 
 
@@ -413,6 +459,9 @@ def status() -> int:
         state = f"running (pid {pid})" if pid and port_open(port) else "down"
         down_count += state == "down"
         print(f"kafka node {node}: {state}, 127.0.0.1:{port}, log {LOGS / f'kafka-{node}.log'}")
+    if KAFKA_ONLY_MARK.exists():
+        print(f"postgresql: not started here (--kafka-only); stack.env {ENV_FILE}")
+        return 0 if down_count == 0 else 3
     pg_pid_file = PG_DIR / "data" / "postmaster.pid"
     pg_ok = pg_pid_file.exists() and port_open(PG_PORT)
     down_count += not pg_ok
@@ -424,14 +473,25 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_up = sub.add_parser("up", help="start Kafka and PostgreSQL (idempotent)")
-    p_up.add_argument("--brokers", type=int, default=int(os.environ.get("CLUSTER", "1") or 1), choices=(1, 3))
-    sub.add_parser("down", help="stop everything the stack started")
+    p_up.add_argument(
+        "--brokers",
+        type=int,
+        default=int(os.environ.get("CLUSTER", "1") or 1),
+        choices=(1, 3),
+        help="1 (default) or 3 combined broker+controller nodes (RF 3, min.insync.replicas 2)",
+    )
+    p_up.add_argument(
+        "--kafka-only",
+        action="store_true",
+        help="start Kafka only, no PostgreSQL (stack.env gets WENMING_PG_DSN from the environment, if set)",
+    )
+    sub.add_parser("down", help="stop what `up` started in this state folder (WENMING_LOCAL_DIR)")
     sub.add_parser("status", help="show what runs; exit 3 if something is down")
     sub.add_parser("env", help="print the connection settings file")
     sub.add_parser("restart-postgres", help="restart PostgreSQL (fault tests)")
     args = parser.parse_args()
     if args.cmd == "up":
-        up(args.brokers)
+        up(args.brokers, kafka_only=args.kafka_only)
     elif args.cmd == "down":
         kafka_down()
         pg_down()

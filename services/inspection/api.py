@@ -292,6 +292,7 @@ async def _issue_command(
     )
 
 
+@router.post("/issues/{issue_id}/reroute", response_model=Accepted, tags=["issues"], summary="Re-route")
 @router.post("/issues/{issue_id}/assign", response_model=Accepted, tags=["issues"])
 async def assign(
     issue_id: UUID,
@@ -300,21 +301,8 @@ async def assign(
     principal: Principal = Depends(require("issue:assign")),
     key: str | None = IdempotencyKey,
 ) -> Accepted:
-    """Assign a responsible unit, one named owner and a deadline (also re-routes a returned issue)."""
-    return await _issue_command(
-        request, principal, issue_id, AssignIssue(body.responsible_unit, body.owner, body.deadline, utcnow()), key
-    )
-
-
-@router.post("/issues/{issue_id}/reroute", response_model=Accepted, tags=["issues"])
-async def reroute(
-    issue_id: UUID,
-    body: AssignIn,
-    request: Request,
-    principal: Principal = Depends(require("issue:assign")),
-    key: str | None = IdempotencyKey,
-) -> Accepted:
-    """Re-route a returned issue to another unit."""
+    """Assign a responsible unit, one named owner and a deadline; on `/reroute`, send a returned
+    issue to another unit (the same command: the decider tells a re-route by the issue's state)."""
     return await _issue_command(
         request, principal, issue_id, AssignIssue(body.responsible_unit, body.owner, body.deadline, utcnow()), key
     )
