@@ -91,7 +91,9 @@ def print_where_to_look(settings: object) -> None:
             lines.append(f"  {svc + ':':<20} http://{s.http_host}:{port}/docs")
     if "dashboard" in available_services():
         dashboard_port = os.environ.get("WENMING_DASHBOARD_PORT", "8105")
-        lines.append(f"  {'dashboard:':<20} http://{s.http_host}:{dashboard_port}/  (log in with the campaign-office token)")
+        lines.append(
+            f"  {'dashboard:':<20} http://{s.http_host}:{dashboard_port}/  (log in with the campaign-office token)"
+        )
     print("\n".join(lines))
 
 
