@@ -171,12 +171,33 @@ async def bench_run(*, keep: bool = False) -> AsyncIterator[BenchRun]:
                 await admin.close()
 
 
+@contextlib.asynccontextmanager
+async def own_topics(run: BenchRun, name: str) -> AsyncIterator[Settings]:
+    """For the step's duration, a topic prefix of its own (`<run prefix><name>`), so the events
+    earlier steps published do not queue up before what this step measures. Services the step
+    starts in subprocesses get it through WENMING_TOPIC_PREFIX."""
+    base = run.settings
+    settings = base.model_copy(update={"topic_prefix": f"{base.topic_prefix}{name}"})
+    await ensure_topics(settings)
+    saved = os.environ.get("WENMING_TOPIC_PREFIX")
+    os.environ["WENMING_TOPIC_PREFIX"] = settings.topic_prefix
+    run.settings = settings
+    try:
+        yield settings
+    finally:
+        run.settings = base
+        if saved is None:
+            os.environ.pop("WENMING_TOPIC_PREFIX", None)
+        else:
+            os.environ["WENMING_TOPIC_PREFIX"] = saved
+
+
 async def _delete_topics(settings: Settings) -> None:
     """Delete the run's topics (the benchmark writes hundreds of MB; nobody reads them after)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:
-        ours = [t for t in await admin.list_topics() if t.startswith(settings.topic_prefix + ".")]
+        ours = [t for t in await admin.list_topics() if t.startswith(settings.topic_prefix)]  # steps' own too
         if ours:
             await admin.delete_topics(ours, timeout_ms=30_000)
     finally:

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import orjson
 
-from bench.common import BenchRun, Figure, Figures, Step, describe, env_float, env_int, free_port, served
+from bench.common import BenchRun, Figure, Figures, Step, describe, env_float, env_int, free_port, own_topics, served
 from shared.auth import issue_token, upsert_departments
 from shared.campaign_time import utcnow
 from shared.grid import GridLevel, cached_grid
@@ -116,6 +116,11 @@ async def _read_stream(client: httpx.AsyncClient, meter: LagMeter, ready: asynci
 
 
 async def dashboard_lag(run: BenchRun) -> Figures:
+    async with own_topics(run, "dash"):
+        return await _dashboard_lag(run)
+
+
+async def _dashboard_lag(run: BenchRun) -> Figures:
     settings = run.settings
     grid = cached_grid(settings.district_file)
     communities = grid.at_level(GridLevel.COMMUNITY)

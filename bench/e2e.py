@@ -31,6 +31,7 @@ from bench.common import (
     env_float,
     env_int,
     free_port,
+    own_topics,
     per_second,
     served,
 )
@@ -119,6 +120,11 @@ def _pct(values: list[float], q: float) -> float:
 
 
 async def e2e(run: BenchRun) -> Figures:
+    async with own_topics(run, "e2e"):
+        return await _e2e(run)
+
+
+async def _e2e(run: BenchRun) -> Figures:
     settings = run.settings
     grid = cached_grid(settings.district_file)
     grids = grid.at_level(GridLevel.GRID)

@@ -12,7 +12,19 @@ from typing import Any
 
 import httpx
 
-from bench.common import BenchRun, Figure, Figures, Step, describe, env_float, env_int, free_port, http_load, served
+from bench.common import (
+    BenchRun,
+    Figure,
+    Figures,
+    Step,
+    describe,
+    env_float,
+    env_int,
+    free_port,
+    http_load,
+    own_topics,
+    served,
+)
 from shared.auth import issue_token, upsert_departments
 from shared.campaign_time import utcnow
 from shared.grid import GridLevel, cached_grid
@@ -35,6 +47,11 @@ def _pct(values: list[float], q: float) -> float:
 
 
 async def ingest(run: BenchRun) -> Figures:
+    async with own_topics(run, "ingest"):
+        return await _ingest(run)
+
+
+async def _ingest(run: BenchRun) -> Figures:
     settings = run.settings
     grids = cached_grid(settings.district_file).at_level(GridLevel.GRID)
     async with run.pool.acquire() as conn:
