@@ -28,9 +28,15 @@ def available_services() -> list[str]:
     return [s for s in SERVICES if (ROOT / "services" / s / "__main__.py").exists()]
 
 
+BASE_PORTS = {"inspection": 8101, "scoring": 8102, "volunteer": 8103, "notify": 8104, "dashboard": 8105}
+
+
 def start(name: str, args: list[str], instance: int = 1) -> subprocess.Popen[bytes]:
+    """Instance n of a service listens on its base port + 100 * (n - 1); all share one consumer group."""
     log = (LOGS / f"{name}-{instance}.log").open("ab")
     env = {**os.environ, "WENMING_INSTANCE": str(instance)}
+    if name in BASE_PORTS:
+        env[f"WENMING_{name.upper()}_PORT"] = str(BASE_PORTS[name] + 100 * (instance - 1))
     return subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
@@ -45,7 +51,8 @@ async def main() -> None:
     await seed_district(conn, settings)
     await conn.close()
     await ensure_topics(settings)
-    procs = [start("outbox-relay", ["shared.outbox"])]
+    # One relay per instance: one leads (advisory lock), the others take over if it dies.
+    procs = [start("outbox-relay", ["shared.outbox"], i) for i in range(1, args.instances + 1)]
     for svc in available_services():
         for i in range(1, args.instances + 1):
             procs.append(start(svc, [f"services.{svc}"], i))

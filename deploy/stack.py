@@ -343,6 +343,7 @@ def pg_up() -> None:
                 "max_connections = 300\n"
                 "shared_buffers = 256MB\n"
                 "wal_level = replica\n"
+                "max_wal_size = 2GB  # bulk replays without forced checkpoints\n"
                 "timezone = 'UTC'\n"
             )
     if owner is not None:
