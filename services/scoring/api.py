@@ -169,7 +169,16 @@ def build_app(settings: Settings, *, worker: bool = True, rules: Rules | None = 
         """常态长效机制: long-term metrics of the issues found in a grid node over a period."""
         grid = _grid(request)
         if node not in grid:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no grid node {node}")
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                [
+                    {
+                        "loc": ["query", "node"],
+                        "msg": f"{node!r} is not a grid node of the district",
+                        "type": "value_error",
+                    }
+                ],
+            )
         principal.require_area(node)
         if last < first:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "to is before from")

@@ -1,4 +1,4 @@
-"""schemathesis against the OpenAPI documents of the inspection and volunteer services, in process
+"""schemathesis against the OpenAPI documents of the inspection, volunteer, scoring and notify services, in process
 over ASGI: generated requests (valid and invalid, with and without a token) never get a 5xx, and
 every status code they get is documented for that operation."""
 
@@ -18,6 +18,8 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import status_code_conformance
 
 from services.inspection.app import build_app as build_inspection_app
+from services.notify.app import build_app as build_notify_app
+from services.scoring.api import build_app as build_scoring_app
 from services.volunteer.api import create_volunteer_app
 from shared.auth import SCOPES, issue_token, upsert_departments
 from shared.db import create_pool
@@ -65,6 +67,8 @@ def _schema(app: FastAPI) -> Any:
 
 inspection = _schema(build_inspection_app(APP_SETTINGS, workers=False))
 volunteer = _schema(create_volunteer_app(APP_SETTINGS))
+scoring = _schema(build_scoring_app(APP_SETTINGS, worker=False))
+notify = _schema(build_notify_app(APP_SETTINGS, workers=False))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -94,4 +98,16 @@ def test_inspection_api_answers_only_documented_statuses_and_never_5xx(case: Cas
 @volunteer.parametrize()  # type: ignore[untyped-decorator]
 @CONTRACT
 def test_volunteer_api_answers_only_documented_statuses_and_never_5xx(case: Case[Any], token: str) -> None:
+    _check(case, token)
+
+
+@scoring.parametrize()  # type: ignore[untyped-decorator]
+@CONTRACT
+def test_scoring_api_answers_only_documented_statuses_and_never_5xx(case: Case[Any], token: str) -> None:
+    _check(case, token)
+
+
+@notify.parametrize()  # type: ignore[untyped-decorator]
+@CONTRACT
+def test_notify_api_answers_only_documented_statuses_and_never_5xx(case: Case[Any], token: str) -> None:
     _check(case, token)
