@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 RELAY_LOCK = 7_305_002
 _FETCH = "SELECT id, topic, key, value, headers FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1"
 _MARK = "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])"
+_PRUNE = "DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => $1)"
+PRUNE_EVERY_S = 600.0
 
 
 class OutboxRelay:
@@ -39,6 +41,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self.is_leader = False
+        self._last_prune = 0.0
 
     def stop(self) -> None:
         self._stop.set()
@@ -77,6 +80,8 @@ class OutboxRelay:
             await producer.start()
             while not self._stop.is_set():
                 sent = await self.relay_batch(conn, producer)
+                if sent == 0 and time.monotonic() - self._last_prune > PRUNE_EVERY_S:
+                    await self.prune(conn)
                 if sent == 0:
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
@@ -86,6 +91,12 @@ class OutboxRelay:
             if producer is not None:
                 await producer.stop()
             await conn.close(timeout=5)
+
+    async def prune(self, conn: Conn) -> int:
+        """Delete rows sent longer ago than the retention; unsent rows are never touched."""
+        self._last_prune = time.monotonic()
+        status = await conn.execute(_PRUNE, self.settings.outbox_retention_hours * 3600)
+        return int(status.split()[-1])
 
     async def relay_batch(self, conn: Conn, producer: object) -> int:
         """Publish one batch of unsent rows and mark them sent; returns how many."""

@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     pg_pool_min: int = 2
     pg_pool_max: int = 10
     outbox_batch: int = 2000
+    outbox_retention_hours: float = 72.0
+    """Sent outbox rows older than this are deleted by the relay (the events table keeps everything)."""
     projection_batch: int = 2000
     http_host: str = "127.0.0.1"
     inspection_port: int = Field(default=8101)

@@ -135,3 +135,32 @@ async def test_relay_killed_mid_batch_and_restarted_loses_nothing(pool, settings
     published = await _published_ids(settings)
     missing = [e for e in appended if published[e] == 0]
     assert missing == []
+
+
+async def test_prune_deletes_only_rows_sent_before_the_retention(pool, settings):
+    store = EventStore(pool, settings)
+    old, meta = issue_found()
+    recent, _ = issue_found()
+    unsent, _ = issue_found()
+    for p in (old, recent):
+        await store.append(f"issue-{p.issue_id}", 0, [(p, meta)])
+    await _run_relay_until_drained(settings, pool)
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE outbox SET sent_at = now() - interval '4 days' WHERE key = $1", f"issue-{old.issue_id}"
+        )
+        await store.append(f"issue-{unsent.issue_id}", 0, [(unsent, meta)])
+        await conn.execute(
+            "UPDATE outbox SET created_at = now() - interval '5 days' WHERE key = $1", f"issue-{unsent.issue_id}"
+        )
+        pruned = await OutboxRelay(settings).prune(conn)
+        left = {
+            r["key"]
+            for r in await conn.fetch(
+                "SELECT key FROM outbox WHERE key = ANY($1)", [f"issue-{p.issue_id}" for p in (old, recent, unsent)]
+            )
+        }
+        events = await conn.fetchval("SELECT count(*) FROM events WHERE stream_id = $1", f"issue-{old.issue_id}")
+    assert pruned >= 1
+    assert left == {f"issue-{recent.issue_id}", f"issue-{unsent.issue_id}"}  # unsent stays, however old
+    assert events == 1  # the event itself is never deleted
