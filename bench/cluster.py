@@ -97,19 +97,6 @@ async def wait_for_brokers(bootstrap: str, count: int = 3, timeout: float = 60) 
         await asyncio.sleep(0.5)
 
 
-async def stable_members(bootstrap: str, group_id: str) -> int:
-    """Members of the group when it is Stable (0 while it rebalances or does not exist)."""
-    with contextlib.suppress(KafkaError, OSError, IndexError, KeyError):
-        admin = await _admin(bootstrap)
-        try:
-            described = await admin.describe_consumer_groups([group_id])
-            groups: list[Any] = described[0].to_object()["groups"]
-            return sum(len(g["members"]) for g in groups if g["state"] == "Stable")
-        finally:
-            await admin.close()
-    return 0
-
-
 async def _delete_topics(settings: Settings) -> None:
     with contextlib.suppress(KafkaError, OSError):
         admin = await _admin(settings.kafka_bootstrap)

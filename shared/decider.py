@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from shared.events.envelope import DomainEvent
-from shared.events.registry import registry
 from shared.eventstore import AppendResult, EventMeta, EventStore
 
 C = TypeVar("C")
@@ -71,6 +70,3 @@ async def execute(
         return Outcome(result, decider.fold(events), version)
     return Outcome(result, decider.fold(new, state), version + len(new))
 
-
-def payloads(result: AppendResult) -> list[DomainEvent]:
-    return [registry.payload(e) for e in result.envelopes]
