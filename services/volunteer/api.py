@@ -13,7 +13,7 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -265,6 +265,10 @@ class ContestIn(Body):
 
 class PrizeIn(ContestIn):
     prize: Name
+
+
+ProjectStage = Literal["entered", "shortlisted", "awarded"]
+"""How far a project got in a contest round: entered (入选申报), shortlisted (入围), awarded (获奖)."""
 
 
 class NominationIn(Body):
@@ -817,6 +821,53 @@ def _routes(app: FastAPI) -> None:
     ) -> CommandResult:
         return await _project(request, who, project_id, key, d.AwardProject(body.contest, body.year, body.prize))
 
+    @app.get("/v1/projects", tags=["projects"])
+    async def projects(
+        request: Request,
+        who: Principal = READ,
+        year: Annotated[int | None, Query(ge=2000, le=2100)] = None,
+        status_: Annotated[ProjectStage | None, Query(alias="status")] = None,
+        contest: Code | None = None,
+    ) -> list[dict[str, Any]]:
+        """Projects with the contest rounds they reached, by year, stage and contest. A stage counts
+        every round that got at least that far (an awarded project is also shortlisted), as the
+        campaign reports them: 9 entered, 4 shortlisted."""
+        async with _pool(request).acquire() as conn:
+            rows = await conn.fetch(
+                f"SELECT p.project_id, p.name, p.organiser, p.department, p.grid_path, {_ROUND_COLUMNS}"
+                " FROM volunteer_project_rounds r JOIN volunteer_projects p USING (project_id)"
+                " WHERE ($1::int IS NULL OR r.year = $1) AND ($3::text IS NULL OR r.contest = $3)"
+                " AND ($2::text IS NULL OR $2 = 'entered' OR ($2 = 'shortlisted' AND r.shortlisted_at IS NOT NULL)"
+                " OR ($2 = 'awarded' AND r.awarded_at IS NOT NULL))"
+                " ORDER BY p.name, p.project_id, r.year, r.entered_at, r.contest",
+                year,
+                status_,
+                contest,
+            )
+        found: dict[UUID, dict[str, Any]] = {}
+        for r in _rows(rows):
+            if not who.sees(r["grid_path"]):
+                continue
+            head = {k: r.pop(k) for k in ("project_id", "name", "organiser", "department", "grid_path")}
+            found.setdefault(head["project_id"], {**head, "rounds": []})["rounds"].append(r)
+        return list(found.values())
+
+    @app.get("/v1/projects/{project_id}", tags=["projects"])
+    async def get_project(request: Request, project_id: UUID, who: Principal = READ) -> dict[str, Any]:
+        """A project and its history of contest rounds, oldest first."""
+        async with _pool(request).acquire() as conn:
+            row = await conn.fetchrow("SELECT * FROM volunteer_projects WHERE project_id = $1", project_id)
+            if row is None:
+                raise HTTPException(status.HTTP_404_NOT_FOUND, f"no project {project_id}")
+            if not who.sees(row["grid_path"]):
+                raise HTTPException(status.HTTP_403_FORBIDDEN, f"project {project_id} is outside {who.area}")
+            rounds = await conn.fetch(
+                f"SELECT {_ROUND_COLUMNS} FROM volunteer_project_rounds r WHERE r.project_id = $1"
+                " ORDER BY r.year, r.entered_at, r.contest",
+                project_id,
+            )
+        return {**dict(row.items()), "rounds": _rows(rounds)}
+
     # --- honours ---
     @app.post("/v1/nominations", tags=["honours"])
     async def submit_nomination(
@@ -919,6 +970,13 @@ def _routes(app: FastAPI) -> None:
             )
         return [r for r in _rows(rows) if who.sees(r["grid_path"])]
 
+
+_ROUND_COLUMNS = (
+    "r.contest, r.year, r.level, CASE WHEN r.awarded_at IS NOT NULL THEN 'awarded'"
+    " WHEN r.shortlisted_at IS NOT NULL THEN 'shortlisted' ELSE 'entered' END AS status,"
+    " r.entered_at, r.shortlisted_at, r.awarded_at, r.prize"
+)
+"""A contest round as the project queries show it (fixed text, no user input)."""
 
 _CODE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 

@@ -3,7 +3,9 @@
 - `volunteer-register`: practice sites and the (masked) volunteer register;
 - `volunteer-activities`: activities (a site's calendar) and hours credited per volunteer;
 - `volunteer-points`: households' points ledgers and balances, incentive funds;
-- `volunteer-honours`: honours by year and level, creation titles by level.
+- `volunteer-honours`: honours by year and level, creation titles by level;
+- `volunteer-projects`: volunteer service projects and their contest rounds (entered,
+  shortlisted, awarded).
 
 Every write is keyed by an aggregate id (plus stream version for ledgers) and sets absolute
 values taken from the events, so replaying a topic gives the same tables.
@@ -11,7 +13,11 @@ values taken from the events, so replaying a topic gives the same tables.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from datetime import datetime
+from typing import get_args
+from uuid import UUID
 
 from shared.db import Conn
 from shared.events.volunteer import (
@@ -30,10 +36,15 @@ from shared.events.volunteer import (
     HoursDeclined,
     HoursReported,
     HouseholdEnrolled,
+    Level,
     NominationEndorsed,
     NominationSubmitted,
     PointsAwarded,
     PointsRedeemed,
+    ProjectAwarded,
+    ProjectEntered,
+    ProjectRegistered,
+    ProjectShortlisted,
     SiteClosed,
     SiteRegistered,
     VolunteerCheckedIn,
@@ -253,9 +264,89 @@ class HonoursProjection(Projection):
                 )
 
 
+LEVELS: frozenset[str] = frozenset(get_args(Level))
+
+
+def contest_level(contest: str) -> str | None:
+    """The level of a contest named by its code (`provincial-volunteer-projects` -> provincial),
+    or None when the code names no level (the contest events carry no level of their own)."""
+    return next((w for w in re.split(r"[-_]", contest) if w in LEVELS), None)
+
+
+class ProjectsProjection(Projection):
+    """Volunteer service projects and the contest rounds they were entered, shortlisted and
+    awarded in. Timestamps come from the events, counts are recounted from the rounds, so a
+    replay gives the same rows."""
+
+    name = "volunteer-projects"
+    topics = ("volunteer.project",)
+    tables = ("volunteer_projects", "volunteer_project_rounds")
+
+    async def apply(self, conn: Conn, events: Sequence[Applied]) -> None:
+        for env, e in events:
+            if not isinstance(e, ProjectRegistered | ProjectEntered | ProjectShortlisted | ProjectAwarded):
+                continue
+            if isinstance(e, ProjectRegistered):
+                await conn.execute(
+                    "INSERT INTO volunteer_projects (project_id, name, organiser, department, grid_path, description,"
+                    " registered_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)"
+                    " ON CONFLICT (project_id) DO NOTHING",
+                    e.project_id,
+                    e.name,
+                    e.organiser,
+                    env.source,
+                    e.grid_path,
+                    e.description,
+                    env.occurred_at,
+                )
+            elif isinstance(e, ProjectEntered):
+                await conn.execute(
+                    "INSERT INTO volunteer_project_rounds (project_id, contest, year, level, entered_at)"
+                    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (project_id, contest, year) DO NOTHING",
+                    e.project_id,
+                    e.contest,
+                    e.year,
+                    contest_level(e.contest),
+                    env.occurred_at,
+                )
+            elif isinstance(e, ProjectShortlisted):
+                await conn.execute(
+                    "UPDATE volunteer_project_rounds SET shortlisted_at = $4"
+                    " WHERE project_id = $1 AND contest = $2 AND year = $3",
+                    e.project_id,
+                    e.contest,
+                    e.year,
+                    env.occurred_at,
+                )
+            elif isinstance(e, ProjectAwarded):
+                await conn.execute(
+                    "UPDATE volunteer_project_rounds SET awarded_at = $4, prize = $5"
+                    " WHERE project_id = $1 AND contest = $2 AND year = $3",
+                    e.project_id,
+                    e.contest,
+                    e.year,
+                    env.occurred_at,
+                    e.prize,
+                )
+            await _recount(conn, e.project_id, env.occurred_at)
+
+
+async def _recount(conn: Conn, project_id: UUID, at: datetime) -> None:
+    """Set a project's round counts from its rounds and move updated_at to the latest event."""
+    await conn.execute(
+        "UPDATE volunteer_projects p SET rounds_entered = r.entered, rounds_shortlisted = r.shortlisted,"
+        " rounds_awarded = r.awarded, updated_at = GREATEST(p.updated_at, $2)"
+        " FROM (SELECT count(*) AS entered, count(shortlisted_at) AS shortlisted, count(awarded_at) AS awarded"
+        " FROM volunteer_project_rounds WHERE project_id = $1) r WHERE p.project_id = $1",
+        project_id,
+        at,
+    )
+
+
 PROJECTIONS: tuple[Projection, ...] = (
     RegisterProjection(),
     ActivityProjection(),
     PointsProjection(),
     HonoursProjection(),
+    ProjectsProjection(),
 )
