@@ -263,6 +263,10 @@ class ContestIn(Body):
     year: Year
 
 
+class EntryIn(ContestIn):
+    level: Level | None = None
+
+
 class PrizeIn(ContestIn):
     prize: Name
 
@@ -805,9 +809,9 @@ def _routes(app: FastAPI) -> None:
 
     @app.post("/v1/projects/{project_id}/entries", tags=["projects"])
     async def enter_project(
-        request: Request, project_id: UUID, body: ContestIn, key: IdemKey, who: Principal = WRITE
+        request: Request, project_id: UUID, body: EntryIn, key: IdemKey, who: Principal = WRITE
     ) -> CommandResult:
-        return await _project(request, who, project_id, key, d.EnterProject(body.contest, body.year))
+        return await _project(request, who, project_id, key, d.EnterProject(body.contest, body.year, body.level))
 
     @app.post("/v1/projects/{project_id}/shortlist", tags=["projects"])
     async def shortlist_project(

@@ -251,7 +251,7 @@ async def _play(p: _Player) -> str:
         await p.post(
             "civilisation-office",
             f"/v1/projects/{pid}/entries",
-            {"contest": contest, "year": today.year},
+            {"contest": contest, "year": today.year, "level": "provincial"},
             f"proj-{i}-in",
         )
         if i < 4:

@@ -791,6 +791,7 @@ class RegisterProject:
 class EnterProject:
     contest: str
     year: int
+    level: Level | None = None
 
 
 @dataclass(frozen=True)
@@ -828,7 +829,7 @@ def decide_project(cmd: ProjectCommand, s: ProjectState, project_id: UUID | None
     if isinstance(cmd, EnterProject):
         if key in s.entered:
             raise DomainError(f"already entered in {cmd.contest} {cmd.year}")
-        return [ProjectEntered(project_id=project_id, contest=cmd.contest, year=cmd.year)]
+        return [ProjectEntered(project_id=project_id, contest=cmd.contest, year=cmd.year, level=cmd.level)]
     if key not in s.entered:
         raise DomainError(f"not entered in {cmd.contest} {cmd.year}")
     if isinstance(cmd, ShortlistProject):

@@ -306,7 +306,7 @@ class ProjectsProjection(Projection):
                     e.project_id,
                     e.contest,
                     e.year,
-                    contest_level(e.contest),
+                    e.level or contest_level(e.contest),
                     env.occurred_at,
                 )
             elif isinstance(e, ProjectShortlisted):

@@ -271,6 +271,7 @@ class ProjectEntered(DomainEvent):
     project_id: UUID
     contest: Code
     year: Year
+    level: Level | None = Field(default=None, description="the contest's level (an optional field added in v1)")
 
 
 @registry.register
