@@ -69,4 +69,3 @@ async def execute(
         events, version = await store.load_typed(stream_id)
         return Outcome(result, decider.fold(events), version)
     return Outcome(result, decider.fold(new, state), version + len(new))
-
