@@ -1,9 +1,12 @@
-"""Under a steady load of issues through the inspection HTTP API, parts of the system die and come
-back: the inspection service and the outbox relay are killed with SIGKILL and restarted, the Kafka
-broker is stopped and started, PostgreSQL restarts, and garbage goes into the inbound topic and the
-HTTP endpoints. Afterwards every acknowledged event must be stored exactly once and be on its topic,
-the problem list must equal a rebuild from the topic, and the garbage must sit in the dead-letter
-topic with its reasons while nothing else changed. The counts are printed.
+"""Under a steady load of issues through the inspection HTTP API and of volunteer commands through
+the volunteer API, parts of the system die and come back: each service (inspection, the outbox
+relay, scoring, notify, volunteer) is killed with SIGKILL in turn and restarted, the Kafka broker is
+stopped and started, PostgreSQL restarts, and garbage goes into the inbound topic and the HTTP
+endpoints. Afterwards every acknowledged event (issues and volunteer commands) must be stored exactly
+once and be on its topic, the problem list and the scoring read models must equal a rebuild from the
+topics, every assignment must have reached each recipient's inbox exactly once (one ledger row per
+event, recipient and channel, none left claimed), and the garbage must sit in the dead-letter topic
+with its reasons while nothing else changed. The counts are printed.
 
 Clients retry a request after a connection error or a 5xx with the same Idempotency-Key, so a
 request whose answer was lost is not counted twice.
@@ -41,6 +44,16 @@ from shared.outbox import wait_until_drained
 from shared.projection import rebuild
 from shared.settings import ROOT, Settings
 from tests.faults.conftest import FAULTS_DIR, FaultStack
+from tests.faults.whole_system import (
+    UNIT,
+    VOLUNTEER_DEPARTMENT,
+    Checked,
+    VolunteerLoad,
+    check_notify,
+    check_scoring,
+    check_volunteer,
+    register_recipients,
+)
 from tests.support.kafka import read_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -49,6 +62,8 @@ LOAD_WORKERS = 4
 PER_WORKER_RPS = 12.0
 BATCH = 10
 RETRY_FOR_S = 120.0
+SETTLE_S = 150.0
+ACTIVITY_TOPIC = "volunteer.activity"
 CATEGORIES = ["sanitation", "illegal-parking", "street-vending", "damaged-facility", "stairwell-clutter"]
 
 
@@ -198,7 +213,7 @@ class Load:
                 if roll < 0.15 and mine:
                     issue_id = mine.pop(rng.randrange(len(mine)))
                     body = {
-                        "responsible_unit": "urban-management",
+                        "responsible_unit": UNIT,
                         "owner": "王五",
                         "deadline": (utcnow() + timedelta(days=3)).isoformat(),
                     }
@@ -309,52 +324,87 @@ async def test_nothing_lost_nothing_doubled_under_kills_restarts_and_garbage(
 ) -> None:
     settings = fault_settings
     grid = cached_grid(settings.district_file)
+    departments = ("inspection-team-1", "campaign-office", VOLUNTEER_DEPARTMENT)
     async with fault_pool.acquire() as conn:
         await upsert_departments(conn, grid.departments)
-        tokens = {code: await issue_token(conn, code, "faults") for code in ("inspection-team-1", "campaign-office")}
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
+        tokens = {code: await issue_token(conn, code, "faults") for code in departments}
+        recipients = await register_recipients(conn)
+    ports = {name: _free_port() for name in ("inspection", "scoring", "notify", "volunteer")}
+    base = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     env = {
         **os.environ,
         "WENMING_PG_DSN": settings.pg_dsn.get_secret_value(),
         "WENMING_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "WENMING_TOPIC_PREFIX": settings.topic_prefix,
-        "WENMING_INSPECTION_PORT": str(port),
+        **{f"WENMING_{name.upper()}_PORT": str(port) for name, port in ports.items()},
     }
-    inspection = Service("inspection", "services.inspection", env, f"{base}/healthz")
-    relay = Service("relay", "shared.outbox", env)
-    load = Load(base, tokens, grid.at_level(GridLevel.GRID))
+    system = System(
+        inspection=Service("inspection", "services.inspection", env, f"{base['inspection']}/healthz"),
+        relay=Service("relay", "shared.outbox", env),
+        scoring=Service("scoring", "services.scoring", env, f"{base['scoring']}/healthz"),
+        notify=Service("notify", "services.notify", env, f"{base['notify']}/healthz"),
+        volunteer=Service("volunteer", "services.volunteer", env, f"{base['volunteer']}/healthz"),
+        recipients=recipients,
+    )
+    load = Load(base["inspection"], tokens, grid.at_level(GridLevel.GRID))
+    volunteer_load = VolunteerLoad(base["volunteer"], tokens[VOLUNTEER_DEPARTMENT], RETRY_FOR_S)
     faults: Counter[str] = Counter()
     try:
-        await _load_with_faults(fault_stack, settings, fault_pool, inspection, relay, load, faults, capsys)
+        await _load_with_faults(fault_stack, settings, fault_pool, system, load, volunteer_load, faults, capsys)
     finally:
-        await inspection.stop()
-        await relay.stop()
+        for service in system.services:
+            await service.stop()
+
+
+@dataclass
+class System:
+    """The service processes under test and the notify recipients of the load's assignments."""
+
+    inspection: Service
+    relay: Service
+    scoring: Service
+    notify: Service
+    volunteer: Service
+    recipients: set[str]
+
+    @property
+    def services(self) -> list[Service]:
+        return [self.inspection, self.relay, self.scoring, self.notify, self.volunteer]
+
+    async def supervise(self) -> None:
+        for service in self.services:
+            await service.supervise()
+
+    @property
+    def unexpected_exits(self) -> list[str]:
+        return [e for s in self.services for e in s.unexpected_exits]
 
 
 async def _load_with_faults(
     fault_stack: FaultStack,
     settings: Settings,
     fault_pool: asyncpg.Pool,
-    inspection: Service,
-    relay: Service,
+    system: System,
     load: Load,
+    volunteer_load: VolunteerLoad,
     faults: Counter[str],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     garbage_at: set[tuple[int, int]] = set()
     http_garbage: Counter[int] = Counter()
     base = load.base
+    inspection, relay = system.inspection, system.relay
 
     async def supervise() -> None:
         while not load.stopping.is_set():
-            await inspection.supervise()
-            await relay.supervise()
+            await system.supervise()
             await asyncio.sleep(0.5)
 
-    await inspection.start()
-    await relay.start()
+    for service in system.services:
+        await service.start()
+    await volunteer_load.register_site()
     workers = [asyncio.create_task(load.worker(n)) for n in range(LOAD_WORKERS)]
+    workers.append(asyncio.create_task(volunteer_load.worker(LOAD_WORKERS)))
     supervisor = asyncio.create_task(supervise())
     try:
         await asyncio.sleep(6)
@@ -368,6 +418,12 @@ async def _load_with_faults(
             faults["kill -9 relay"] += 1
             await asyncio.sleep(1)
             await relay.start()
+            await asyncio.sleep(5)
+        for service in (system.scoring, system.notify, system.volunteer):
+            service.kill9()
+            faults[f"kill -9 {service.name}"] += 1
+            await asyncio.sleep(1)
+            await service.start()
             await asyncio.sleep(5)
         # (b) stop the broker (our own one), keep the load on for a while, start it again
         kafka_pid = int(fault_stack.kafka_pid_file.read_text())
@@ -390,7 +446,8 @@ async def _load_with_faults(
         await asyncio.sleep(6)
     finally:
         load.stopping.set()
-        await asyncio.gather(*workers, return_exceptions=True)
+        volunteer_load.stopping.set()
+        load_errors = [e for e in await asyncio.gather(*workers, return_exceptions=True) if e is not None]
         supervisor.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await supervisor
@@ -412,6 +469,38 @@ async def _load_with_faults(
             return int(n) >= len(published)
 
         await wait_for("problem list to catch up", caught_up)
+        activity_ids = {
+            dict(r.headers)["ce_id"].decode() for r in await read_all(settings, settings.topic(ACTIVITY_TOPIC))
+        }
+        scored = [*published, *activity_ids]
+
+        async def scoring_caught_up() -> bool:
+            await system.supervise()
+            async with fault_pool.acquire() as conn:
+                n = await conn.fetchval(
+                    "SELECT count(*) FROM projection_applied"
+                    " WHERE projection = 'scoring' AND event_id = ANY($1::uuid[])",
+                    scored,
+                )
+            return int(n) == len(scored)
+
+        await wait_for("scoring to apply every issue and activity event", scoring_caught_up, timeout=SETTLE_S)
+
+        async def notify_settled() -> bool:
+            await system.supervise()
+            async with fault_pool.acquire() as conn:
+                unplanned = await conn.fetchval(
+                    "SELECT count(*) FROM events e WHERE e.type = 'IssueAssigned' AND NOT EXISTS"
+                    " (SELECT 1 FROM projection_applied a WHERE a.projection = 'notify' AND a.event_id = e.event_id)"
+                )
+                unsent = await conn.fetchval(
+                    "SELECT count(*) FROM notify_deliveries WHERE status IN ('pending', 'claimed', 'failed')"
+                )
+            return int(unplanned) == 0 and int(unsent) == 0
+
+        await wait_for("notify to plan and send every assignment", notify_settled, timeout=SETTLE_S)
+        async with fault_pool.acquire() as conn:  # the NotificationSent events too
+            await wait_until_drained(conn, timeout=120)
 
         async def inbound_dead_lettered() -> bool:
             dead = await read_all(settings, settings.topic("deadletter"))
@@ -419,8 +508,8 @@ async def _load_with_faults(
 
         await wait_for("garbage to reach the dead-letter topic", inbound_dead_lettered, timeout=60)
     finally:
-        await inspection.stop()
-        await relay.stop()
+        for service in system.services:
+            await service.stop()
 
     async with fault_pool.acquire() as conn:
         rows = await conn.fetch(
@@ -440,6 +529,12 @@ async def _load_with_faults(
     rebuilt = await problem_list_rows(fault_pool)
     kept_by_id = {r["issue_id"]: r for r in kept}
     rebuilt_by_id = {r["issue_id"]: r for r in rebuilt}
+    # Scoring (kept vs rebuilt), notify's deliveries and the volunteer commands.
+    checked: list[Checked] = [
+        await check_scoring(settings, fault_pool),
+        await check_notify(fault_pool, system.recipients),
+        await check_volunteer(settings, fault_pool, volunteer_load.tally),
+    ]
 
     problems: dict[str, int] = {
         "acknowledged but not stored": sum(1 for i in tally.acknowledged if stored[i] == 0),
@@ -461,7 +556,10 @@ async def _load_with_faults(
         ),
         "legit requests refused": len(tally.refused),
         "legit requests given up": tally.gave_up,
+        "load workers that failed": len(load_errors),
     }
+    for c in checked:
+        problems.update(c.problems)
     issues_found = sum(1 for r in rows if r["type"] == "IssueFound")
     counts = {
         "events sent": tally.sent,
@@ -474,8 +572,9 @@ async def _load_with_faults(
         "problem list rows": len(kept),
         "issues found": issues_found,
         "dead letters (inbound)": len(dead_inbound),
+        **{k: v for c in checked for k, v in c.counts.items()},
         "faults injected": sum(faults.values()),
-        "unexpected exits": len(inspection.unexpected_exits) + len(relay.unexpected_exits),
+        "unexpected exits": len(system.unexpected_exits),
         "mismatches": sum(problems.values()),
     }
     with capsys.disabled():
@@ -485,13 +584,16 @@ async def _load_with_faults(
         for k, v in problems.items():
             if v:
                 print(f"[faults] MISMATCH {k}: {v}")
-        for exit_ in inspection.unexpected_exits + relay.unexpected_exits:
+        for exit_ in system.unexpected_exits:
             print(f"[faults] supervisor restarted {exit_}")
-        for reason in tally.refused[:5]:
+        for reason in tally.refused[:5] + volunteer_load.tally.refused[:5]:
             print(f"[faults] refused: {reason}")
+        for error in load_errors:
+            print(f"[faults] load worker failed: {error!r}")
         for r in dead_inbound[:20]:
             print(f"[faults] dead letter: {dict(r.headers)['wm_dlq_reason'].decode()[:120]}")
     assert tally.acknowledged, "the load was not acknowledged at all"
+    assert volunteer_load.tally.acknowledged, "the volunteer load was not acknowledged at all"
     assert len(kept) == issues_found
     assert {k: v for k, v in problems.items() if v} == {}
 
