@@ -54,7 +54,10 @@ async def execute(
     if idempotency_key is not None:
         first = await store.by_idempotency_key(idempotency_key)
         if first is not None:
-            events, version = await store.load_typed(stream_id)
+            # The first command's stream, which may differ from this one (a retried create that
+            # drew a fresh id).
+            first_stream = first.envelopes[0].stream_id if first.envelopes else stream_id
+            events, version = await store.load_typed(first_stream)
             return Outcome(first, decider.fold(events), version)
     history, version = await store.load_typed(stream_id)
     state = decider.fold(history)

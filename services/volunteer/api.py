@@ -78,6 +78,9 @@ class CommandResult(BaseModel):
 
 
 def _result(stream_id: str, prefix: str, result: AppendResult, version: int) -> CommandResult:
+    """The answer to a command; for a repeated Idempotency-Key, the first command's stream."""
+    if result.duplicate and result.envelopes:
+        stream_id = result.envelopes[0].stream_id
     return CommandResult(
         id=stream_id.removeprefix(prefix),
         stream_id=stream_id,
@@ -530,10 +533,6 @@ def _routes(app: FastAPI) -> None:
         sid = d.activity_stream(aid)
         cmd = d.PlanActivity(aid, body.site_id, site, body.title, body.theme, body.form, body.starts_at, body.ends_at)
         k = _k(who, key)
-        first = await _store(request).by_idempotency_key(k)
-        if first is not None:
-            fsid = first.envelopes[0].stream_id
-            return _result(fsid, "activity-", first, first.version_of(fsid))
         res, v = await _run(request, d.activity_decider, sid, cmd, _meta(who, site.grid_path or "changtai"), k)
         return _result(sid, "activity-", res, v)
 
@@ -783,10 +782,6 @@ def _routes(app: FastAPI) -> None:
     ) -> CommandResult:
         who.require_area(body.grid_path)
         k = _k(who, key)
-        first = await _store(request).by_idempotency_key(k)
-        if first is not None:
-            fsid = first.envelopes[0].stream_id
-            return _result(fsid, "project-", first, first.version_of(fsid))
         pid = body.project_id or uuid4()
         sid = d.project_stream(pid)
         cmd = d.project_command(
@@ -879,10 +874,6 @@ def _routes(app: FastAPI) -> None:
     ) -> CommandResult:
         who.require_area(body.grid_path)
         k = _k(who, key)
-        first = await _store(request).by_idempotency_key(k)
-        if first is not None:
-            fsid = first.envelopes[0].stream_id
-            return _result(fsid, "nomination-", first, first.version_of(fsid))
         nid = body.nomination_id or uuid4()
         sid = d.nomination_stream(nid)
         cmd = d.SubmitNomination(nid, body.honour, body.nominee, body.grid_path, body.year, body.deeds)
