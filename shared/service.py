@@ -4,11 +4,13 @@ body-size limit, idempotency keys and health."""
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
+import uvicorn
 from fastapi import FastAPI, Header, Request, Response, status
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -18,6 +20,7 @@ from shared.db import create_pool, migrate
 from shared.decider import DomainError
 from shared.eventstore import ConcurrencyError, EventStore
 from shared.settings import Settings
+from shared.workers import EXIT_WORKER_FAILED, Workers, on_worker_failure
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,8 @@ def create_app(
     on_start: Hook | None = None,
     on_stop: Hook | None = None,
 ) -> FastAPI:
-    """A FastAPI app with the pool, event store and token authenticator on `app.state`."""
+    """A FastAPI app with the pool, event store, token authenticator and the service's background
+    `Workers` on `app.state`. `on_start` starts workers there; they are stopped before `on_stop`."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -64,11 +68,13 @@ def create_app(
         app.state.pool = pool
         app.state.store = EventStore(pool, settings)
         app.state.auth = TokenAuthenticator(pool)
-        if on_start is not None:
-            await on_start(app)
+        app.state.workers = Workers()
         try:
+            if on_start is not None:
+                await on_start(app)
             yield
         finally:
+            await app.state.workers.stop()
             if on_stop is not None:
                 await on_stop(app)
             await pool.close()
@@ -99,10 +105,39 @@ def create_app(
     _document_error_responses(app)
 
     @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz(request: Request) -> JSONResponse:
+        """200 while every background worker runs; 503 naming the one that died."""
+        workers: Workers | None = getattr(request.app.state, "workers", None)
+        status_of = workers.status() if workers is not None else {}
+        failing = workers is not None and bool(workers.failed)
+        return JSONResponse(
+            {"status": "failing" if failing else "ok", "workers": status_of}, status_code=503 if failing else 200
+        )
 
     return app
+
+
+def serve(app: FastAPI, port: int, host: str, **uvicorn_options: Any) -> None:
+    """Run `app` under uvicorn until SIGTERM/SIGINT; if one of its workers dies, shut down cleanly
+    and exit with code 70 so the supervisor restarts the process. No access log: a query string
+    must never end up in a log file."""
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False, **uvicorn_options)
+    )
+    died: list[str] = []
+
+    def shut_down(worker: str) -> None:
+        died.append(worker)
+        server.should_exit = True
+
+    on_worker_failure(shut_down)
+    try:
+        server.run()
+    finally:
+        on_worker_failure(None)
+    if died:
+        log.critical("exiting with code %d: worker %s died", EXIT_WORKER_FAILED, ", ".join(died))
+        sys.exit(EXIT_WORKER_FAILED)
 
 
 _ERRORS: dict[str, str] = {

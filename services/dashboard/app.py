@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 from pathlib import Path
@@ -60,24 +58,15 @@ def build_app(
         sampler = StreamHealth(settings, app.state.pool, health_interval_s) if health else None
         hub = FeedHub(PanelReader(app.state.pool), sampler, poll_s=poll_s)
         app.state.hub, app.state.health = hub, sampler
-        app.state.tasks = [asyncio.create_task(hub.run(), name="dashboard-feeds")]
+        app.state.workers.start("dashboard-feeds", hub)
         if sampler is not None:
-            app.state.tasks.append(asyncio.create_task(sampler.run(), name="dashboard-health"))
-
-    async def on_stop(app: FastAPI) -> None:
-        app.state.hub.stop()
-        if app.state.health is not None:
-            app.state.health.stop()
-        for t in app.state.tasks:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(t, 10)
+            app.state.workers.start("stream-health", sampler)
 
     app = create_app(
         "Wenming operator dashboard",
         settings,
         description="Live read-only views of the campaign and its streams for the campaign office's operators.",
         on_start=on_start,
-        on_stop=on_stop,
     )
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -7,12 +7,11 @@ import asyncio
 import logging
 import sys
 
-import uvicorn
-
 from services.inspection.app import build_app
 from services.inspection.projections import ProblemList
 from shared.db import create_pool
 from shared.projection import rebuild
+from shared.service import serve
 from shared.settings import get_settings
 
 
@@ -32,9 +31,7 @@ def main() -> None:
     if sys.argv[1:] == ["rebuild"]:
         asyncio.run(_rebuild())
         return
-    uvicorn.run(
-        build_app(settings), host=settings.http_host, port=settings.inspection_port, log_level="info", access_log=False
-    )
+    serve(build_app(settings), settings.inspection_port, settings.http_host)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 from fastapi import FastAPI
 
 from services.inspection import open311
@@ -41,21 +38,14 @@ def build_app(settings: Settings, *, workers: bool = True, watcher_interval_s: f
             EventMeta(source="campaign-office", actor="standards-file", grid_path=grid.district, occurred_at=utcnow()),
             idempotency_key=f"standards:v{table.version}",
         )
-        app.state.tasks = []
         if workers:
-            runner = ProjectionRunner(settings, app.state.pool, ProblemList())
-            watcher = DeadlineWatcher(app.state.pool, app.state.store, watcher_interval_s)
-            ingest = InboundIngest(settings, app.state.pool, app.state.store, grid, table)
-            app.state.runner, app.state.watcher, app.state.ingest = runner, watcher, ingest
-            app.state.tasks = [asyncio.create_task(w.run(), name=type(w).__name__) for w in (runner, watcher, ingest)]
-
-    async def on_stop(app: FastAPI) -> None:
-        for w in ("runner", "watcher", "ingest"):
-            if hasattr(app.state, w):
-                getattr(app.state, w).stop()
-        for t in app.state.tasks:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(t, 30)
+            app.state.workers.start("problem-list", ProjectionRunner(settings, app.state.pool, ProblemList()))
+            app.state.workers.start(
+                "deadline-watcher", DeadlineWatcher(app.state.pool, app.state.store, watcher_interval_s)
+            )
+            app.state.workers.start(
+                "inbound-ingest", InboundIngest(settings, app.state.pool, app.state.store, grid, table)
+            )
 
     app = create_app(
         "Wenming inspection service",
@@ -63,7 +53,6 @@ def build_app(settings: Settings, *, workers: bool = True, watcher_interval_s: f
         description="The closed loop (闭环): inspections find issues, units rectify them by a deadline, "
         "the campaign office verifies. Authenticate with a department token (Bearer).",
         on_start=on_start,
-        on_stop=on_stop,
     )
     app.include_router(router)
     open311.install(app)

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import logging
 
-import uvicorn
-
 from services.notify.app import build_app
+from shared.service import serve
 from shared.settings import get_settings
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = get_settings()
-    uvicorn.run(
-        build_app(settings), host=settings.http_host, port=settings.notify_port, log_level="info", access_log=False
-    )
+    serve(build_app(settings), settings.notify_port, settings.http_host)
 
 
 if __name__ == "__main__":

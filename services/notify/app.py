@@ -3,9 +3,6 @@ dispatcher (ledger -> channels) and the reminder scheduler."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 from fastapi import FastAPI
 
 from services.notify.api import router
@@ -25,22 +22,18 @@ def build_app(settings: Settings, config: NotifyConfig | None = None, *, workers
 
     async def on_start(app: FastAPI) -> None:
         await ensure_topics(settings)
-        app.state.tasks = []
         if workers:
-            runner = ProjectionRunner(settings, app.state.pool, NotifyProjection(settings))
             channels = Channels(cfg)
-            dispatcher = Dispatcher(settings, app.state.pool, cfg, channels)
-            scheduler = ReminderScheduler(settings, app.state.pool, poll_s=cfg.reminder_poll_s)
             app.state.channels = channels
-            app.state.workers = [runner, dispatcher, scheduler]
-            app.state.tasks = [asyncio.create_task(w.run(), name=type(w).__name__) for w in app.state.workers]
+            app.state.workers.start(
+                "notify-projection", ProjectionRunner(settings, app.state.pool, NotifyProjection(settings))
+            )
+            app.state.workers.start("dispatcher", Dispatcher(settings, app.state.pool, cfg, channels))
+            app.state.workers.start(
+                "reminders", ReminderScheduler(settings, app.state.pool, poll_s=cfg.reminder_poll_s)
+            )
 
     async def on_stop(app: FastAPI) -> None:
-        for w in getattr(app.state, "workers", []):
-            w.stop()
-        for t in app.state.tasks:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(t, 30)
         if hasattr(app.state, "channels"):
             await app.state.channels.aclose()
 

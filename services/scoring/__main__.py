@@ -9,14 +9,13 @@ import asyncio
 import logging
 import signal
 
-import uvicorn
-
 from services.scoring.api import build_app
 from services.scoring.projections import ScoringProjection
 from services.scoring.rules import load_rules
 from shared.db import create_pool, migrate
 from shared.grid import cached_grid
 from shared.projection import ProjectionRunner, rebuild
+from shared.service import serve
 from shared.settings import get_settings
 
 
@@ -60,7 +59,7 @@ def main() -> None:
         asyncio.run(_rebuild())
     else:
         settings = get_settings()
-        uvicorn.run(build_app(settings), host=settings.http_host, port=settings.scoring_port, log_level="info")
+        serve(build_app(settings), settings.scoring_port, settings.http_host)
 
 
 if __name__ == "__main__":

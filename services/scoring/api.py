@@ -4,7 +4,6 @@ long-term metrics (scope scoring:read, narrowed to the caller's area), and publi
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 from datetime import date
@@ -68,8 +67,6 @@ def build_app(settings: Settings, *, worker: bool = True, rules: Rules | None = 
     """The scoring app; with `worker` it also runs the scoring projection and the day-close publisher."""
     the_rules = rules or load_rules()
     grid = cached_grid(settings.district_file)
-    tasks: list[asyncio.Task[None]] = []
-    stoppers: list[Any] = []
 
     async def on_start(app: FastAPI) -> None:
         app.state.rules = the_rules
@@ -77,19 +74,12 @@ def build_app(settings: Settings, *, worker: bool = True, rules: Rules | None = 
         if worker:
             with contextlib.suppress(ConcurrencyError):  # another instance recorded it first
                 await adopt_rules(app.state.store, the_rules, grid)
-            runner = ProjectionRunner(settings, app.state.pool, ScoringProjection(the_rules, grid))
-            closer = DayCloser(app.state.store, the_rules, grid)
-            stoppers.extend([runner, closer])
-            tasks.extend([asyncio.create_task(runner.run()), asyncio.create_task(closer.run())])
+            app.state.workers.start(
+                "scoring-projection", ProjectionRunner(settings, app.state.pool, ScoringProjection(the_rules, grid))
+            )
+            app.state.workers.start("day-closer", DayCloser(app.state.store, the_rules, grid))
 
-    async def on_stop(app: FastAPI) -> None:
-        for s in stoppers:
-            s.stop()
-        for t in tasks:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(t, 30)
-
-    app = create_app("Wenming scoring", settings, description=__doc__ or "", on_start=on_start, on_stop=on_stop)
+    app = create_app("Wenming scoring", settings, description=__doc__ or "", on_start=on_start)
     reader = Depends(require("scoring:read"))
     admin = Depends(require("ops:admin"))
 

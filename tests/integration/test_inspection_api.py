@@ -331,10 +331,7 @@ async def test_issue_events_are_on_the_documented_topic_keyed_by_issue_and_rebui
         live = await conn.fetch(
             f"SELECT {cols} FROM inspection_issues WHERE issue_id IN {from_events} ORDER BY issue_id"
         )
-    app.state.runner.stop()
-    for t in app.state.tasks:
-        if t.get_name() == "ProjectionRunner":
-            await t
+    await app.state.workers.stop_one("problem-list")
     await rebuild(settings, app.state.pool, ProblemList(), progress=False)
     async with app.state.pool.acquire() as conn:
         rebuilt = await conn.fetch(
