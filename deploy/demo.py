@@ -2,7 +2,8 @@
 
 Starts every service that exists (`python -m services.<name>`) plus the outbox relay, seeds the
 district's departments with fresh tokens, plays a campaign day through the services' HTTP APIs,
-prints where to look, and keeps running until Ctrl-C (then stops what it started).
+prints where to look, and keeps running until Ctrl-C (then stops what it started). While it runs
+it supervises: a service that exits on its own (e.g. code 70, a worker died) is started again.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from dataclasses import dataclass, field
 
 from deploy.seed import TOKENS_FILE, seed_district
 from shared.db import connect, migrate
@@ -40,6 +43,34 @@ def start(name: str, args: list[str], instance: int = 1) -> subprocess.Popen[byt
     return subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
+RESTART_BACKOFF_S = 5.0
+
+
+@dataclass
+class Supervised:
+    """One service process the demo keeps running."""
+
+    name: str
+    args: list[str]
+    instance: int
+    proc: subprocess.Popen[bytes] = field(init=False)
+    started_at: float = field(init=False, default=0.0)
+
+    def __post_init__(self) -> None:
+        self.launch()
+
+    def launch(self) -> None:
+        self.proc = start(self.name, self.args, self.instance)
+        self.started_at = time.monotonic()
+
+    def restart_if_exited(self) -> None:
+        code = self.proc.poll()
+        if code is None or time.monotonic() - self.started_at < RESTART_BACKOFF_S:
+            return
+        print(f"{self.name}-{self.instance} exited with code {code}; starting it again (log: {LOGS})", flush=True)
+        self.launch()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--instances", type=int, default=1)
@@ -52,10 +83,10 @@ async def main() -> None:
     await conn.close()
     await ensure_topics(settings)
     # One relay per instance: one leads (advisory lock), the others take over if it dies.
-    procs = [start("outbox-relay", ["shared.outbox"], i) for i in range(1, args.instances + 1)]
+    procs = [Supervised("outbox-relay", ["shared.outbox"], i) for i in range(1, args.instances + 1)]
     for svc in available_services():
         for i in range(1, args.instances + 1):
-            procs.append(start(svc, [f"services.{svc}"], i))
+            procs.append(Supervised(svc, [f"services.{svc}"], i))
     try:
         from deploy.play import play_campaign
 
@@ -69,14 +100,18 @@ async def main() -> None:
         loop.add_signal_handler(sig, stop.set)
     if not args.no_wait:
         print("\nRunning; Ctrl-C stops the services (`make down` stops Kafka and PostgreSQL).")
-        await stop.wait()
-    for p in procs:
-        p.send_signal(signal.SIGTERM)
-    for p in procs:
+        while not stop.is_set():
+            for s in procs:
+                s.restart_if_exited()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+    for s in procs:
+        s.proc.send_signal(signal.SIGTERM)
+    for s in procs:
         with contextlib.suppress(subprocess.TimeoutExpired):
-            p.wait(timeout=20)
-        if p.poll() is None:
-            p.kill()
+            s.proc.wait(timeout=20)
+        if s.proc.poll() is None:
+            s.proc.kill()
 
 
 def print_where_to_look(settings: object) -> None:

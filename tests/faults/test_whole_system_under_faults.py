@@ -311,12 +311,23 @@ async def problem_list_rows(pool: asyncpg.Pool) -> list[dict[str, Any]]:
         return [dict(r) for r in await conn.fetch("SELECT * FROM inspection_issues ORDER BY issue_id")]
 
 
-async def wait_for(what: str, check: Any, timeout: float = 90) -> None:
+async def wait_for(what: str, check: Any, timeout: float = 90, explain: Any = None) -> None:
+    """Poll `check` until it is true; on timeout, raise with what `explain` says of the state."""
     deadline = time.monotonic() + timeout
     while not await check():
         if time.monotonic() > deadline:
-            raise TimeoutError(what)
+            detail = f": {await explain()}" if explain is not None else ""
+            raise TimeoutError(f"{what}{detail}")
         await asyncio.sleep(0.5)
+
+
+def _log_tail(name: str, lines: int = 40) -> str:
+    """The last lines of every log the named service wrote in this run."""
+    out = []
+    for path in sorted((FAULTS_DIR / "logs").glob(f"{name}-*.log")):
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+        out.append(f"--- {path.name}\n" + "\n".join(text))
+    return "\n".join(out)
 
 
 async def test_nothing_lost_nothing_doubled_under_kills_restarts_and_garbage(
@@ -498,7 +509,25 @@ async def _load_with_faults(
                 )
             return int(unplanned) == 0 and int(unsent) == 0
 
-        await wait_for("notify to plan and send every assignment", notify_settled, timeout=SETTLE_S)
+        async def notify_state() -> str:
+            async with fault_pool.acquire() as conn:
+                unplanned = await conn.fetch(
+                    "SELECT e.event_id, e.position FROM events e WHERE e.type = 'IssueAssigned' AND NOT EXISTS"
+                    " (SELECT 1 FROM projection_applied a WHERE a.projection = 'notify' AND a.event_id = e.event_id)"
+                    " LIMIT 5"
+                )
+                statuses = await conn.fetch(
+                    "SELECT status, count(*) AS n, max(last_error) AS error FROM notify_deliveries GROUP BY status"
+                )
+                offsets = await conn.fetch("SELECT * FROM projection_offsets WHERE projection = 'notify'")
+            return (
+                f"unplanned {[dict(r) for r in unplanned]}; deliveries {[dict(r) for r in statuses]};"
+                f" offsets {[dict(r) for r in offsets]}\n{_log_tail('notify')}"
+            )
+
+        await wait_for(
+            "notify to plan and send every assignment", notify_settled, timeout=SETTLE_S, explain=notify_state
+        )
         async with fault_pool.acquire() as conn:  # the NotificationSent events too
             await wait_until_drained(conn, timeout=120)
 
