@@ -49,7 +49,7 @@ def _stack(*args: str) -> list[str]:
     return [sys.executable, str(ROOT / "deploy" / "stack.py"), *args]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # stopped when its tests end, not idle until the session ends
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     env = {**os.environ, "WENMING_LOCAL_DIR": str(CLUSTER_DIR), "WENMING_KAFKA_PORT": str(CLUSTER_PORT)}
 
@@ -85,7 +85,7 @@ async def wait_for_brokers(bootstrap: str, count: int, timeout: float = 60) -> N
         await asyncio.sleep(0.5)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # stopped when its tests end, not idle until the session ends
 async def cluster_settings(stack: StackHandle, cluster: Cluster) -> AsyncIterator[Settings]:
     """Settings for a fresh database on the session's PostgreSQL and fresh topics on the cluster."""
     run = uuid.uuid4().hex[:8]

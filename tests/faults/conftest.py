@@ -65,7 +65,7 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # stopped when its tests end, not idle until the session ends
 def fault_stack() -> Iterator[FaultStack]:
     if FAULTS_DIR.resolve() == (ROOT / ".local").resolve() or KAFKA_PORT == 9092 or PG_PORT == 55432:
         raise RuntimeError("the fault suite must run its own stack, apart from the shared one")
@@ -92,7 +92,7 @@ def fault_stack() -> Iterator[FaultStack]:
         handle.stack("down", check=False)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # stopped when its tests end, not idle until the session ends
 async def fault_settings(fault_stack: FaultStack) -> AsyncIterator[Settings]:
     """A fresh database and topic prefix on the fault stack."""
     run = uuid.uuid4().hex[:8]
