@@ -16,6 +16,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from services.notify.bounces import parse_bounce
 from services.notify.domain import Recipient, RecipientId
 from services.notify.ledger import recipient_from_row, upsert_recipient
 from services.notify.worker import redrive, report_bounce
@@ -214,7 +215,7 @@ async def snooze(
     return {"status": "snoozed", "until": body.until.isoformat()}
 
 
-DeliveryStatus = Literal["pending", "claimed", "sent", "failed", "dead"]
+DeliveryStatus = Literal["pending", "claimed", "sent", "failed", "dead", "unconfirmed", "held", "digested"]
 
 
 @router.get("/deliveries")
@@ -230,8 +231,9 @@ async def deliveries(
     async with request.app.state.pool.acquire() as conn:
         rows = await conn.fetch(
             "SELECT delivery_id, event_id, event_type, rule, rules_version, recipient_id, channel, status, attempts,"
-            " next_attempt_at, sent_at, provider, last_error, urgent, grid_path, created_at FROM notify_deliveries"
-            " WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR recipient_id = $2)"
+            " next_attempt_at, sent_at, provider, last_error, urgent, grid_path, created_at, digest_id"
+            " FROM notify_deliveries WHERE ($1::text IS NULL OR status = $1)"
+            " AND ($2::text IS NULL OR recipient_id = $2)"
             " AND ($3::uuid IS NULL OR event_id = $3) AND (grid_path = $4 OR grid_path LIKE $4 || '/%')"
             " ORDER BY created_at DESC LIMIT $5",
             status_,
@@ -275,3 +277,37 @@ async def bounce(
     if not done:
         raise HTTPException(status.HTTP_409_CONFLICT, f"delivery {delivery_id} is not sent")
     return {"status": "dead"}
+
+
+_RAW_MAIL = {
+    "requestBody": {
+        "required": True,
+        "content": {"message/rfc822": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+@router.post("/bounces", openapi_extra=_RAW_MAIL)
+async def bounce_email(request: Request, principal: Admin) -> dict[str, Any]:
+    """A bounce e-mail as received (an RFC 3464 delivery status notification, the raw message, e.g.
+    piped from the sender address's mailbox): each delivery it reports `failed` becomes failed, not
+    sent; a `delayed` report changes nothing. 422 says why a message is not a bounce of ours."""
+    try:
+        reports = parse_bounce(await request.body())
+    except (ValueError, LookupError, TypeError, AttributeError) as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"not a bounce of ours: {exc}") from None
+    out = []
+    for b in reports:
+        await _in_area(request, principal, b.delivery_id)
+        outcome = f"unchanged: {b.action}"
+        if b.failed:
+            async with request.app.state.pool.acquire() as conn:
+                if await report_bounce(request.app.state.store, conn, b.delivery_id, b.reason, utcnow()):
+                    outcome = "failed"
+                else:
+                    now = await conn.fetchval(
+                        "SELECT status FROM notify_deliveries WHERE delivery_id = $1", b.delivery_id
+                    )
+                    outcome = "already failed" if now == "dead" else f"unchanged: the delivery is {now}"
+        out.append({"delivery_id": str(b.delivery_id), "action": b.action, "status": b.status, "outcome": outcome})
+    return {"reports": out}

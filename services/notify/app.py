@@ -9,7 +9,7 @@ from services.notify.api import router
 from services.notify.channels import Channels
 from services.notify.config import NotifyConfig
 from services.notify.projections import NotifyProjection
-from services.notify.worker import Dispatcher, ReminderScheduler
+from services.notify.worker import Digester, Dispatcher, ReminderScheduler
 from shared.kafka import ensure_topics
 from shared.projection import ProjectionRunner
 from shared.service import create_app
@@ -32,6 +32,7 @@ def build_app(settings: Settings, config: NotifyConfig | None = None, *, workers
             app.state.workers.start(
                 "reminders", ReminderScheduler(settings, app.state.pool, poll_s=cfg.reminder_poll_s)
             )
+            app.state.workers.start("digests", Digester(app.state.pool, poll_s=cfg.reminder_poll_s))
 
     async def on_stop(app: FastAPI) -> None:
         if hasattr(app.state, "channels"):

@@ -26,6 +26,9 @@ HERE = Path(__file__).resolve().parent
 DELIVERY_NS = UUID("6f0d3c52-5c47-4f0e-9c0e-2a3f1f5b7a01")
 """Namespace of delivery ids: uuid5(namespace, "event/recipient/channel") is stable across replays."""
 REMINDER_NS = UUID("0b7d5a9e-3d1c-4d5e-8f6a-9c2b1e4d7f02")
+DIGEST_NS = UUID("3c9e1f7a-8b2d-4e6f-a1c3-5d7e9f0b2a04")
+"""Namespace of personal digests: uuid5(namespace, "recipient/channel/digest time")."""
+DIGEST_EVENT_TYPE = "PersonalDigest"
 DEFAULT_TZ = "Asia/Shanghai"
 
 Channel = Literal["inbox", "email", "webhook", "sms"]
@@ -68,8 +71,17 @@ class Recipient(BaseModel):
     webhook_url: str | None = Field(default=None, max_length=500, pattern=r"^https?://")
     phone: str | None = Field(default=None, max_length=32, pattern=r"^\+?[0-9 -]{5,31}$")
     quiet_hours: QuietHours | None = None
+    digest_at: HHMM | None = Field(
+        default=None,
+        description="gather non-urgent messages into one digest a day at this local time (the quiet-hours"
+        " time zone, else Asia/Shanghai); urgent ones still go at once",
+    )
     language: Language = "zh"
     active: bool = True
+
+    @property
+    def tz(self) -> str:
+        return self.quiet_hours.tz if self.quiet_hours is not None else DEFAULT_TZ
 
     def address(self, channel: Channel) -> str | None:
         """Where this channel reaches the person; None if they gave no address for it."""
@@ -388,6 +400,8 @@ class Planned:
     urgent: bool
     not_before: datetime
     grid_path: str
+    held: bool = False
+    """Waits for the recipient's personal digest (status `held`) instead of going out on its own."""
 
 
 def plan(
@@ -417,6 +431,10 @@ def plan(
             not_before = release_at(recipient, now, urgent=urgent)
             if rule.at_local is not None and not urgent:
                 not_before = max(not_before, next_local(rule.at_local, now))
+            held = recipient.digest_at is not None and not urgent
+            if held:
+                assert recipient.digest_at is not None
+                not_before = next_local(recipient.digest_at, max(now, not_before), recipient.tz)
             for channel in recipient.channels:
                 address = recipient.address(channel)
                 if address is None or (rid, channel) in out:
@@ -436,8 +454,39 @@ def plan(
                     urgent=urgent,
                     not_before=not_before,
                     grid_path=occ.grid_path,
+                    held=held,
                 )
     return list(out.values())
+
+
+# --- personal digests --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Held:
+    """A message waiting in a recipient's digest."""
+
+    subject: str
+    body: str
+    created_at: datetime
+
+
+def digest_id(recipient_id: str, channel: str, due_at: datetime) -> UUID:
+    """The stable id of one personal digest: composing it twice gives the same delivery."""
+    return uuid5(DIGEST_NS, f"{recipient_id}/{channel}/{due_at.astimezone(UTC).isoformat()}")
+
+
+def compose_digest(templates: Templates, recipient: Recipient, items: Sequence[Held], due_at: datetime) -> Template:
+    """One message for everything held for a recipient, oldest first, each with its time."""
+    ordered = sorted(items, key=lambda h: h.created_at)
+    lines = [f"{n}. [{local_time(h.created_at, recipient.tz)}] {h.subject}\n{h.body}" for n, h in enumerate(ordered, 1)]
+    context = {
+        "recipient_name": recipient.name,
+        "count": len(ordered),
+        "date_local": due_at.astimezone(ZoneInfo(recipient.tz)).date().isoformat(),
+        "items": "\n\n".join(lines),
+    }
+    return render(templates, "personal_digest", recipient.language, context)
 
 
 # --- reminders ---------------------------------------------------------------------------

@@ -19,13 +19,14 @@ WAKE_CHANNEL = "wenming_notify"
 
 _INSERT = (
     "INSERT INTO notify_deliveries (delivery_id, event_id, event_type, rule, rules_version, recipient_id, channel,"
-    " address, language, subject, body, urgent, grid_path, next_attempt_at)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING"
+    " address, language, subject, body, urgent, grid_path, next_attempt_at, status)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT DO NOTHING"
 )
 
 
 async def insert_planned(conn: Conn, planned: Sequence[Planned]) -> None:
-    """Add deliveries to the ledger (a delivery already there stays as it is) and wake the dispatcher."""
+    """Add deliveries to the ledger (a delivery already there stays as it is) and wake the dispatcher.
+    A delivery for a personal digest goes in `held`, for the digester, not the dispatcher."""
     if not planned:
         return
     await conn.executemany(
@@ -46,6 +47,7 @@ async def insert_planned(conn: Conn, planned: Sequence[Planned]) -> None:
                 p.urgent,
                 p.grid_path,
                 p.not_before,
+                "held" if p.held else "pending",
             )
             for p in planned
         ],
@@ -66,6 +68,7 @@ def recipient_from_row(row: asyncpg.Record) -> Recipient:
         webhook_url=row["webhook_url"],
         phone=row["phone"],
         quiet_hours=QuietHours.model_validate(qh) if qh else None,
+        digest_at=row["digest_at"],
         language=row["language"],
         active=row["active"],
     )
@@ -84,14 +87,14 @@ async def upsert_recipient(conn: Conn, r: Recipient, webhook_secret: str | None)
     quiet: dict[str, Any] | None = r.quiet_hours.model_dump() if r.quiet_hours else None
     await conn.execute(
         "INSERT INTO notify_recipients (recipient_id, name, grid_path, role, unit, channels, email, webhook_url,"
-        " webhook_secret, phone, quiet_hours, language, active)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        " webhook_secret, phone, quiet_hours, language, active, digest_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
         " ON CONFLICT (recipient_id) DO UPDATE SET name = EXCLUDED.name, grid_path = EXCLUDED.grid_path,"
         " role = EXCLUDED.role, unit = EXCLUDED.unit, channels = EXCLUDED.channels, email = EXCLUDED.email,"
         " webhook_url = EXCLUDED.webhook_url,"
         " webhook_secret = COALESCE(EXCLUDED.webhook_secret, notify_recipients.webhook_secret),"
         " phone = EXCLUDED.phone, quiet_hours = EXCLUDED.quiet_hours, language = EXCLUDED.language,"
-        " active = EXCLUDED.active, updated_at = now()",
+        " active = EXCLUDED.active, digest_at = EXCLUDED.digest_at, updated_at = now()",
         r.recipient_id,
         r.name,
         r.grid_path,
@@ -105,4 +108,5 @@ async def upsert_recipient(conn: Conn, r: Recipient, webhook_secret: str | None)
         quiet,
         r.language,
         r.active,
+        r.digest_at,
     )

@@ -34,16 +34,22 @@ import asyncpg
 from services.notify.channels import Channels, Deferred, DeliveryError, Outgoing
 from services.notify.config import NotifyConfig
 from services.notify.domain import (
+    DIGEST_EVENT_TYPE,
     DueReminder,
+    Held,
+    Planned,
     RetryPolicy,
     RuleBook,
     Templates,
+    compose_digest,
     default_rules,
     default_templates,
+    digest_id,
     plan,
+    release_at,
     reminder_occurrence,
 )
-from services.notify.ledger import WAKE_CHANNEL, insert_planned, load_directory
+from services.notify.ledger import WAKE_CHANNEL, insert_planned, load_directory, recipient_from_row
 from services.notify.projections import load_issue, place_namer
 from shared.campaign_time import utcnow
 from shared.db import Conn, connect
@@ -351,11 +357,12 @@ async def redrive(conn: Conn, delivery_id: UUID | None, now: datetime) -> list[U
 
 
 async def report_bounce(store: EventStore, conn: Conn, delivery_id: UUID, reason: str, now: datetime) -> bool:
-    """A bounce or a gateway's failure report after the send: the delivery is failed, not sent."""
+    """A bounce or a gateway's failure report after the send: the delivery is failed, not sent.
+    An `unconfirmed` e-mail (in doubt after a crash) that bounces was sent after all, and failed."""
     async with conn.transaction():
         row = await conn.fetchrow(
             "UPDATE notify_deliveries SET status = 'dead', last_error = $2"
-            " WHERE delivery_id = $1 AND status = 'sent' RETURNING *",
+            " WHERE delivery_id = $1 AND status IN ('sent', 'unconfirmed') RETURNING *",
             delivery_id,
             f"bounced: {reason}",
         )
@@ -438,3 +445,105 @@ class ReminderScheduler:
                 )
                 fired += 1
         return fired
+
+
+class Digester:
+    """Gathers each recipient's held messages into one digest delivery when their digest time comes.
+
+    Per (recipient, channel, digest time), in one transaction: the held rows become `digested`
+    (pointing at the digest) and one digest delivery is added as `pending`, with a stable id, so a
+    crash or a second digester can neither lose a message nor send a digest twice.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        book: RuleBook | None = None,
+        templates: Templates | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        poll_s: float = 30.0,
+    ):
+        self.pool = pool
+        self.book = book or default_rules()
+        self.templates = templates or default_templates()
+        self.clock = clock
+        self.poll_s = poll_s
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self.tick()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("digester: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.poll_s)
+
+    async def tick(self, now: datetime | None = None) -> int:
+        """Compose every digest due by `now`; returns how many digests were added."""
+        now = now or self.clock()
+        made = 0
+        async with self.pool.acquire() as conn, conn.transaction():
+            held = await conn.fetch(
+                "SELECT delivery_id, recipient_id, channel, address, subject, body, created_at, next_attempt_at"
+                " FROM notify_deliveries WHERE status = 'held' AND next_attempt_at <= $1"
+                " ORDER BY recipient_id, channel, next_attempt_at LIMIT 5000 FOR UPDATE SKIP LOCKED",
+                now,
+            )
+            if not held:
+                return 0
+            groups: dict[tuple[str, str, datetime], list[asyncpg.Record]] = {}
+            for row in held:
+                groups.setdefault((row["recipient_id"], row["channel"], row["next_attempt_at"]), []).append(row)
+            people = {
+                r["recipient_id"]: recipient_from_row(r)
+                for r in await conn.fetch(
+                    "SELECT * FROM notify_recipients WHERE recipient_id = ANY($1)", list({g[0] for g in groups})
+                )
+            }
+            digests: list[Planned] = []
+            for (rid, channel, due_at), rows in groups.items():
+                recipient = people.get(rid)
+                if recipient is None:  # removed since: its held messages go out one by one
+                    await conn.execute(
+                        "UPDATE notify_deliveries SET status = 'pending' WHERE delivery_id = ANY($1)",
+                        [r["delivery_id"] for r in rows],
+                    )
+                    continue
+                did = digest_id(rid, channel, due_at)
+                msg = compose_digest(
+                    self.templates,
+                    recipient,
+                    [Held(r["subject"], r["body"], r["created_at"]) for r in rows],
+                    due_at,
+                )
+                digests.append(
+                    Planned(
+                        delivery_id=did,
+                        event_id=did,
+                        event_type=DIGEST_EVENT_TYPE,
+                        rule="personal-digest",
+                        rules_version=self.book.version,
+                        recipient_id=rid,
+                        channel=channel,  # type: ignore[arg-type]
+                        address=rows[-1]["address"],
+                        language=recipient.language,
+                        subject=msg.subject,
+                        body=msg.body,
+                        urgent=False,
+                        not_before=release_at(recipient, now, urgent=False),
+                        grid_path=recipient.grid_path,
+                    )
+                )
+                await conn.execute(
+                    "UPDATE notify_deliveries SET status = 'digested', digest_id = $2 WHERE delivery_id = ANY($1)",
+                    [r["delivery_id"] for r in rows],
+                    did,
+                )
+                made += 1
+            await insert_planned(conn, digests)
+        return made

@@ -38,6 +38,7 @@ TESTER: dict[str, Any] = {
     "scopes": sorted(SCOPES),
 }
 CHECKS = [not_a_server_error, status_code_conformance]
+schemathesis.serializer.alias("message/rfc822", "application/octet-stream")  # bounce e-mails, sent raw
 
 
 @pytest.fixture(scope="session")

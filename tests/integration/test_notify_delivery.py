@@ -1,5 +1,6 @@
 """Notify on the real broker and database, with a real SMTP server and a real webhook receiver on
-loopback: exactly once per (event, recipient, channel), retries, crash recovery, reminders."""
+loopback: exactly once per (event, recipient, channel), retries, crash recovery, reminders, personal
+digests, and a bounce e-mail turning a sent e-mail into a failed one."""
 
 from __future__ import annotations
 
@@ -14,17 +15,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
+import httpx
 import orjson
 import pytest
 from aiohttp import web
 from aiosmtpd.controller import Controller
 
+from services.notify.app import build_app
 from services.notify.channels import Channels, verify
 from services.notify.config import NotifyConfig
-from services.notify.domain import Recipient, RetryPolicy
+from services.notify.domain import Recipient, RetryPolicy, next_local
 from services.notify.ledger import upsert_recipient
 from services.notify.projections import NotifyProjection
-from services.notify.worker import Dispatcher, ReminderScheduler, redrive, stream_of
+from services.notify.worker import Digester, Dispatcher, ReminderScheduler, redrive, stream_of
+from shared.auth import issue_token, upsert_departments
 from shared.events.inspection import IssueAssigned, IssueFound, RectificationClosed
 from shared.events.registry import registry
 from shared.eventstore import EventMeta, EventStore
@@ -202,7 +206,7 @@ async def settle(d: Dispatcher, pool: Any, recipient_id: str, timeout: float = 1
     while True:
         await d.dispatch_once()
         rows = await ledger(pool, recipient_id)
-        if rows and all(r["status"] in ("sent", "dead", "unconfirmed") for r in rows):
+        if rows and all(r["status"] in ("sent", "dead", "unconfirmed", "digested") for r in rows):
             return rows
         assert time.monotonic() < deadline, f"deliveries did not settle: {[(r['channel'], r['status']) for r in rows]}"
         await asyncio.sleep(0.03)
@@ -425,3 +429,115 @@ async def test_the_24h_reminder_fires_once_and_not_at_all_for_an_issue_closed_be
     await d.channels.aclose()
     subjects = [m["subject"] for m in await inbox(pool, owner.recipient_id) if m["event_type"] == "DeadlineReminder"]
     assert len(subjects) == 1 and "24小时" in subjects[0]
+
+
+def postfix_bounce(original: email.message.EmailMessage, action: str = "failed", status: str = "5.1.1") -> bytes:
+    """What Postfix sends back when the recipient's server refuses: the DSN plus the original's headers."""
+    headers = "".join(f"{k}: {v}\n" for k, v in original.items())
+    return (
+        "From: MAILER-DAEMON@mail.example.org (Mail Delivery System)\n"
+        "Subject: Undelivered Mail Returned to Sender\nTo: notify@wenming.local\nMIME-Version: 1.0\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\n\n'
+        "--B\nContent-Type: text/plain; charset=us-ascii\n\nYour message could not be delivered.\n\n"
+        "--B\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mail.example.org\n\n"
+        f"Final-Recipient: rfc822; {original['To']}\nAction: {action}\nStatus: {status}\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 User unknown in local recipient table\n\n"
+        f"--B\nContent-Type: text/rfc822-headers\n\n{headers}\n--B--\n"
+    ).encode()
+
+
+async def test_a_bounce_email_turns_the_sent_email_into_failed_once(settings, pool, smtp):
+    box, port = smtp
+    t = tag()
+    owner = person(t, None, channels=["email"])
+    await register(pool, owner)
+    now = datetime.now(UTC)
+    await assign(pool, settings, owner.name, owner.unit or "", now + timedelta(hours=48), now)
+    await to_ledger(settings, pool)
+    d = dispatcher(settings, pool, config(port))
+    [row] = await settle(d, pool, owner.recipient_id)
+    await d.channels.aclose()
+    assert row["status"] == "sent"
+    [mail] = [m for m in box.messages if m["To"] == owner.email]
+
+    offices = [
+        {"code": f"{town}-{t}", "name": town, "kind": "township_office", "area": f"changtai/{town}"}
+        | {"scopes": ["notify:admin"]}
+        for town in ("wuan", "yanxi")
+    ]
+    async with pool.acquire() as conn:
+        await upsert_departments(conn, offices)
+        wuan = {"Authorization": f"Bearer {await issue_token(conn, f'wuan-{t}', 'bounces')}"}
+        yanxi = {"Authorization": f"Bearer {await issue_token(conn, f'yanxi-{t}', 'bounces')}"}
+    app = build_app(settings, config(port), workers=False)
+    rfc822 = {"Content-Type": "message/rfc822"}
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+
+        async def post(raw: bytes, who: dict[str, str]) -> httpx.Response:
+            return await client.post("/v1/bounces", content=raw, headers={**rfc822, **who})
+
+        delayed = await post(postfix_bounce(mail, action="delayed", status="4.4.1"), wuan)
+        assert delayed.json()["reports"][0]["outcome"] == "unchanged: delayed"
+        assert (await post(postfix_bounce(mail), yanxi)).status_code == 403  # not in yanxi's area
+        assert (await post(postfix_bounce(mail), {})).status_code == 401
+        not_ours = await post(b"From: a@b\nSubject: out of office\n\nback Monday\n", wuan)
+        assert not_ours.status_code == 422 and "multipart/report" in not_ours.json()["detail"]
+        [after_checks] = await ledger(pool, owner.recipient_id)
+        assert after_checks["status"] == "sent"  # nothing above changed it
+
+        bounced = await post(postfix_bounce(mail), wuan)
+        assert bounced.status_code == 200
+        assert bounced.json() == {
+            "reports": [
+                {"delivery_id": str(row["delivery_id"]), "action": "failed", "status": "5.1.1", "outcome": "failed"}
+            ]
+        }
+        again = await post(postfix_bounce(mail), wuan)
+        assert again.json()["reports"][0]["outcome"] == "already failed"
+
+    [failed] = await ledger(pool, owner.recipient_id)
+    assert failed["status"] == "dead"
+    assert failed["last_error"] == (
+        f"bounced: 5.1.1 failed for {owner.email} (550 5.1.1 User unknown in local recipient table)"
+    )
+    events = await EventStore(pool, settings).load(stream_of(row["delivery_id"]))
+    assert [e.type for e in events] == ["NotificationSent", "NotificationFailed"]
+
+
+async def test_a_digest_reader_gets_one_message_a_day_carrying_every_held_one(settings, pool, smtp):
+    box, port = smtp
+    t = tag()
+    reader = person(t, None, digest_at="18:00")
+    await register(pool, reader)
+    now = datetime.now(UTC)
+    for _ in range(3):
+        await assign(pool, settings, reader.name, reader.unit or "", now + timedelta(hours=48), now)
+    await to_ledger(settings, pool)
+    held = await ledger(pool, reader.recipient_id)
+    due = next_local("18:00", now)
+    assert Counter((r["channel"], r["status"]) for r in held) == {("inbox", "held"): 3, ("email", "held"): 3}
+    assert {r["next_attempt_at"] for r in held} == {due}
+    d = dispatcher(settings, pool, config(port), clock=lambda: due)  # it is 18:00
+    await d.dispatch_once()
+    assert {r["status"] for r in await ledger(pool, reader.recipient_id)} == {"held"}  # not sent one by one
+
+    digester = Digester(pool)
+    assert await digester.tick(due - timedelta(seconds=1)) == 0  # not yet
+    assert await digester.tick(due) == 2  # one per channel
+    assert await digester.tick(due) == 0  # and only once
+    rows = await settle(d, pool, reader.recipient_id)
+    await d.channels.aclose()
+    digests = [r for r in rows if r["event_type"] == "PersonalDigest"]
+    assert Counter((r["channel"], r["status"]) for r in digests) == {("inbox", "sent"): 1, ("email", "sent"): 1}
+    by_channel = {r["channel"]: r["delivery_id"] for r in digests}
+    members = [r for r in rows if r["event_type"] == "IssueAssigned"]
+    assert {(r["status"], r["digest_id"] == by_channel[r["channel"]]) for r in members} == {("digested", True)}
+
+    [message] = await inbox(pool, reader.recipient_id)
+    assert message["subject"].endswith("共3条") and message["body"].count("【创城交办】") == 3
+    [mail] = [m for m in box.messages if m["To"] == reader.email]
+    assert mail["Message-ID"] == f"<{by_channel['email']}@wenming.notify>"
+    assert mail.get_content().count("【创城交办】") == 3

@@ -9,6 +9,7 @@ from uuid import uuid4
 import pytest
 
 from services.notify.domain import (
+    Held,
     IssueFacts,
     Occurrence,
     Planned,
@@ -17,9 +18,11 @@ from services.notify.domain import (
     RetryPolicy,
     RuleBook,
     Subscription,
+    compose_digest,
     default_rules,
     default_templates,
     delivery_id,
+    digest_id,
     plan,
     quiet_until,
     release_at,
@@ -230,6 +233,47 @@ def test_non_urgent_messages_wait_out_quiet_hours_and_escalations_do_not():
     overdue = occ("IssueOverdue", {"step": 1, "escalated_to": "changtai/wuan/c01"}, facts)
     assert {p.not_before for p in run(assigned, [sleeper], now=night)} == {datetime(2026, 11, 24, 23, 0, tzinfo=UTC)}
     assert {p.not_before for p in run(overdue, [sleeper], now=night)} == {night}
+
+
+def test_a_digest_reader_s_non_urgent_messages_are_held_for_the_digest_hour_and_urgent_ones_are_not():
+    reader = OWNER.model_copy(update={"digest_at": "18:00"})
+    facts = issue()
+    assigned = occ("IssueAssigned", {"owner": "王磊", "responsible_unit": "urban-management"}, facts)
+    overdue = occ("IssueOverdue", {"step": 1, "escalated_to": "changtai/wuan/c01"}, facts)
+    at_six = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)  # 18:00 in Asia/Shanghai
+    held = run(assigned, [reader])
+    assert {(p.held, p.not_before) for p in held} == {(True, at_six)}
+    assert {(p.held, p.not_before) for p in run(overdue, [reader])} == {(False, NOW)}
+    after_six = run(assigned, [reader], now=at_six + timedelta(minutes=1))
+    assert {p.not_before for p in after_six} == {at_six + timedelta(days=1)}  # tomorrow's
+    assert {p.held for p in run(assigned, [OWNER])} == {False}
+
+
+def test_a_digest_in_quiet_hours_waits_for_their_end_in_the_quiet_hours_time_zone():
+    night_owl = OWNER.model_copy(
+        update={"digest_at": "07:30", "quiet_hours": QuietHours(start="22:00", end="08:00", tz="Europe/Berlin")}
+    )
+    facts = issue()
+    assigned = occ("IssueAssigned", {"owner": "王磊", "responsible_unit": "urban-management"}, facts)
+    # NOW is 05:00 in Berlin (quiet until 08:00): the next 07:30 after the quiet hours is tomorrow's.
+    [p, *_] = run(assigned, [night_owl])
+    assert p.held and p.not_before == datetime(2026, 11, 25, 6, 30, tzinfo=UTC)
+
+
+def test_a_digest_lists_every_held_message_oldest_first_in_the_reader_s_language():
+    reader = COMMUNITY_LEADER.model_copy(update={"digest_at": "18:00"})
+    due = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+    items = [
+        Held("second", "body two", NOW + timedelta(hours=1)),
+        Held("first", "body one", NOW),
+    ]
+    msg = compose_digest(default_templates(), reader, items, due)
+    assert msg.subject == "[Campaign digest] 2 notifications, 2026-11-24"
+    assert msg.body.index("1. [2026-11-24 12:00] first\nbody one") < msg.body.index("2. [2026-11-24 13:00] second")
+    zh = compose_digest(default_templates(), reader.model_copy(update={"language": "zh"}), items, due)
+    assert zh.subject == "【创城通知汇总】2026-11-24 共2条"
+    assert digest_id("c01-leader", "inbox", due) == digest_id("c01-leader", "inbox", due)
+    assert digest_id("c01-leader", "inbox", due) != digest_id("c01-leader", "email", due)
 
 
 # --- templating
