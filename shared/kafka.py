@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from shared.events.topics import TOPICS
@@ -17,6 +19,32 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 MAX_RECORD_BYTES = 1_048_576
+
+
+def _back_off_failed_metadata_updates() -> None:
+    """Wait `retry_backoff_ms` after a failed metadata update before the next one may start.
+
+    aiokafka 0.14.0 has none: while every broker is down, a consumer's fetcher asks for metadata,
+    the update fails at once (connection refused) and the fetcher asks again, thousands of times a
+    second (aio-libs/aiokafka#1155, #496), burning the CPU the rest of the system needs to recover
+    and writing megabytes of "Unable connect to node" a second. The Java client backs off by
+    `retry.backoff.ms` here; this does the same. Remove when aiokafka does it itself.
+    """
+    update = AIOKafkaClient._metadata_update
+    if getattr(update, "wenming_backoff", False):
+        return
+
+    async def metadata_update_with_backoff(self: AIOKafkaClient, cluster_metadata: Any, topics: Any) -> bool:
+        ok: bool = await update(self, cluster_metadata, topics)
+        if not ok:
+            await asyncio.sleep(self._retry_backoff)
+        return ok
+
+    metadata_update_with_backoff.wenming_backoff = True  # type: ignore[attr-defined]
+    AIOKafkaClient._metadata_update = metadata_update_with_backoff
+
+
+_back_off_failed_metadata_updates()
 
 
 def make_producer(settings: Settings, *, transactional_id: str | None = None, linger_ms: int = 5) -> AIOKafkaProducer:

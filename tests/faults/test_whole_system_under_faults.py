@@ -63,6 +63,9 @@ PER_WORKER_RPS = 12.0
 BATCH = 10
 RETRY_FOR_S = 120.0
 SETTLE_S = 150.0
+RECONNECT_LOG_LIMIT = 3000
+"""While the broker is down each client retries every retry_backoff_ms (100 ms): some hundreds of
+reconnect lines per process. Tens of thousands mean a client spins (aio-libs/aiokafka#1155)."""
 ACTIVITY_TOPIC = "volunteer.activity"
 CATEGORIES = ["sanitation", "illegal-parking", "street-vending", "damaged-facility", "stairwell-clutter"]
 
@@ -412,6 +415,9 @@ async def _load_with_faults(
             await asyncio.sleep(0.5)
 
     for service in system.services:
+        for stale in (FAULTS_DIR / "logs").glob(f"{service.name}-*.log"):  # an earlier run's
+            stale.unlink()
+    for service in system.services:
         await service.start()
     await volunteer_load.register_site()
     workers = [asyncio.create_task(load.worker(n)) for n in range(LOAD_WORKERS)]
@@ -565,6 +571,11 @@ async def _load_with_faults(
         await check_volunteer(settings, fault_pool, volunteer_load.tally),
     ]
 
+    reconnects = {
+        path.name: path.read_text(errors="replace").count("Unable connect to node")
+        for service in system.services
+        for path in (FAULTS_DIR / "logs").glob(f"{service.name}-*.log")
+    }
     problems: dict[str, int] = {
         "acknowledged but not stored": sum(1 for i in tally.acknowledged if stored[i] == 0),
         "stored more than once": sum(1 for n in stored.values() if n > 1),
@@ -586,6 +597,9 @@ async def _load_with_faults(
         "legit requests refused": len(tally.refused),
         "legit requests given up": tally.gave_up,
         "load workers that failed": len(load_errors),
+        f"processes logging over {RECONNECT_LOG_LIMIT} broker reconnects (a busy loop)": sum(
+            1 for n in reconnects.values() if n > RECONNECT_LOG_LIMIT
+        ),
     }
     for c in checked:
         problems.update(c.problems)
@@ -602,6 +616,7 @@ async def _load_with_faults(
         "issues found": issues_found,
         "dead letters (inbound)": len(dead_inbound),
         **{k: v for c in checked for k, v in c.counts.items()},
+        "broker reconnects logged (most by one process)": max(reconnects.values(), default=0),
         "faults injected": sum(faults.values()),
         "unexpected exits": len(system.unexpected_exits),
         "mismatches": sum(problems.values()),
