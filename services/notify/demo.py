@@ -57,6 +57,7 @@ def recipients(settings: Settings) -> list[dict[str, Any]]:
                 "role": "unit_contact",
                 "unit": unit,
                 "channels": ["inbox"],
+                "digest_at": "17:30",  # a desk hears of every assignment: once a day, not a flood
             }
         )
         for k, name in enumerate(OWNERS):
