@@ -1,4 +1,5 @@
-"""schemathesis against the OpenAPI documents of the inspection, volunteer, scoring and notify services, in process
+"""schemathesis against the OpenAPI documents of the inspection, volunteer, scoring and notify services and the
+operator dashboard (all but its endless SSE stream), in process
 over ASGI: generated requests (valid and invalid, with and without a token) never get a 5xx, and
 every status code they get is documented for that operation."""
 
@@ -17,6 +18,7 @@ from schemathesis import Case
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import status_code_conformance
 
+from services.dashboard.app import build_app as build_dashboard_app
 from services.inspection.app import build_app as build_inspection_app
 from services.notify.app import build_app as build_notify_app
 from services.scoring.api import build_app as build_scoring_app
@@ -70,6 +72,7 @@ inspection = _schema(build_inspection_app(APP_SETTINGS, workers=False))
 volunteer = _schema(create_volunteer_app(APP_SETTINGS))
 scoring = _schema(build_scoring_app(APP_SETTINGS, worker=False))
 notify = _schema(build_notify_app(APP_SETTINGS, workers=False))
+dashboard = _schema(build_dashboard_app(APP_SETTINGS, health=False)).exclude(path="/v1/stream")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -111,4 +114,10 @@ def test_scoring_api_answers_only_documented_statuses_and_never_5xx(case: Case[A
 @notify.parametrize()  # type: ignore[untyped-decorator]
 @CONTRACT
 def test_notify_api_answers_only_documented_statuses_and_never_5xx(case: Case[Any], token: str) -> None:
+    _check(case, token)
+
+
+@dashboard.parametrize()  # type: ignore[untyped-decorator]
+@CONTRACT
+def test_dashboard_api_answers_only_documented_statuses_and_never_5xx(case: Case[Any], token: str) -> None:
     _check(case, token)
