@@ -2,7 +2,8 @@
 
 Each batch is applied in one PostgreSQL transaction that also records the event ids it
 applied and the next offset per partition, so a crash and restart never applies an event
-twice (a re-sent duplicate with a new offset is skipped by its event id). The runner seeks
+twice (a re-sent duplicate with a new offset is skipped by its event id; ids are remembered for
+`projection_dedupe_days`, then forgotten so the set does not grow for ever). The runner seeks
 to the offsets stored in PostgreSQL, not to Kafka's committed ones (those are committed only
 for lag monitoring). Records that cannot be decoded or validated go to the dead-letter topic
 with the reason in headers, and the runner goes on.
@@ -14,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -31,6 +34,9 @@ from shared.events.envelope import DomainEvent, EventEnvelope
 from shared.events.registry import EventDecodeError, registry
 from shared.kafka import make_consumer, make_producer, stop_consumer, topic_partitions
 from shared.settings import Settings
+
+PRUNE_EVERY_S = 600.0
+PRUNE_BATCH = 10_000
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +126,33 @@ class ProjectionRunner:
         self._stop = asyncio.Event()
         self._producer: AIOKafkaProducer | None = None
         self._dlq: DeadLetters | None = None
+        self._next_prune = time.monotonic() + PRUNE_EVERY_S
 
     def stop(self) -> None:
         self._stop.set()
+
+    async def prune_applied(self, now: datetime | None = None) -> int:
+        """Forget this projection's applied event ids older than `projection_dedupe_days`, in
+        batches (an idle runner does this every 10 minutes); returns how many were forgotten."""
+        self._next_prune = time.monotonic() + PRUNE_EVERY_S
+        cutoff = (now or utcnow()) - timedelta(days=self.settings.projection_dedupe_days)
+        total = 0
+        async with self.pool.acquire() as conn:
+            while True:
+                status = await conn.execute(
+                    "DELETE FROM projection_applied WHERE ctid = ANY(ARRAY(SELECT ctid FROM projection_applied"
+                    " WHERE projection = $1 AND applied_at < $2 LIMIT $3))",
+                    self.projection.name,
+                    cutoff,
+                    PRUNE_BATCH,
+                )
+                n = int(status.split()[-1])
+                total += n
+                if n < PRUNE_BATCH:
+                    break
+        if total:
+            log.info("projection %s: forgot %d applied event ids older than %s", self.projection.name, total, cutoff)
+        return total
 
     async def seek_to_stored(self, partitions: list[TopicPartition]) -> None:
         assert self.consumer is not None
@@ -184,7 +214,8 @@ class ProjectionRunner:
                 await self._start(group=True)
                 try:
                     while not self._stop.is_set():
-                        await self._poll_once(timeout_ms=200)
+                        if await self._poll_once(timeout_ms=200) == 0 and time.monotonic() > self._next_prune:
+                            await self.prune_applied()
                 finally:
                     await self._close()
             finally:

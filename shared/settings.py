@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     outbox_retention_hours: float = 72.0
     """Sent outbox rows older than this are deleted by the relay (the events table keeps everything)."""
     projection_batch: int = 2000
+    projection_dedupe_days: float = Field(default=30.0, gt=0)
+    """Applied event ids older than this are forgotten. A duplicate record comes only from an outbox
+    relay re-sending a row it published but had not marked sent, which it does on its next start;
+    keep this well above the longest relay outage you could have."""
     http_host: str = "127.0.0.1"
     inspection_port: int = Field(default=8101)
     scoring_port: int = Field(default=8102)

@@ -1,5 +1,6 @@
 """The projection runner on real Kafka and PostgreSQL: exactly-once apply across crashes,
-duplicates skipped, poison records dead-lettered, rebuild equal to incremental."""
+duplicates skipped, poison records dead-lettered, rebuild equal to incremental, applied ids
+forgotten after the dedupe window."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
+from uuid import uuid4
 
 import pytest
 
@@ -160,3 +163,27 @@ async def test_rebuild_refuses_while_the_projection_is_being_consumed(pool, sett
     finally:
         runner.stop()
         await task
+
+
+async def test_applied_event_ids_are_forgotten_after_the_dedupe_window_and_only_this_projection_s(pool, settings):
+    tag = uuid4().hex[:8]
+    runner = ProjectionRunner(settings, pool, CountingProjection(f"forgetful-{tag}", ["inspection.issue"]))
+    now = datetime.now(UTC)
+    old, fresh, neighbours = [uuid4() for _ in range(3)], [uuid4() for _ in range(2)], [uuid4() for _ in range(2)]
+    window = timedelta(days=settings.projection_dedupe_days)
+    async with pool.acquire() as conn:
+        await conn.executemany(
+            "INSERT INTO projection_applied (projection, event_id, applied_at) VALUES ($1, $2, $3)",
+            [(f"forgetful-{tag}", i, now - window - timedelta(hours=1)) for i in old]
+            + [(f"forgetful-{tag}", i, now - window + timedelta(hours=1)) for i in fresh]
+            + [(f"neighbour-{tag}", i, now - window - timedelta(days=5)) for i in neighbours],
+        )
+    assert await runner.prune_applied(now) == 3
+    assert await runner.prune_applied(now) == 0
+    async with pool.acquire() as conn:
+        kept = await conn.fetch(
+            "SELECT projection, event_id FROM projection_applied WHERE projection LIKE '%-' || $1", tag
+        )
+    assert {(r["projection"], r["event_id"]) for r in kept} == {(f"forgetful-{tag}", i) for i in fresh} | {
+        (f"neighbour-{tag}", i) for i in neighbours
+    }
