@@ -27,7 +27,7 @@ DELIVERY_NS = UUID("6f0d3c52-5c47-4f0e-9c0e-2a3f1f5b7a01")
 """Namespace of delivery ids: uuid5(namespace, "event/recipient/channel") is stable across replays."""
 REMINDER_NS = UUID("0b7d5a9e-3d1c-4d5e-8f6a-9c2b1e4d7f02")
 DIGEST_NS = UUID("3c9e1f7a-8b2d-4e6f-a1c3-5d7e9f0b2a04")
-"""Namespace of personal digests: uuid5(namespace, "recipient/channel/digest time")."""
+"""Namespace of personal digests: uuid5(namespace, "recipient/channel/digest time/carried ids")."""
 DIGEST_EVENT_TYPE = "PersonalDigest"
 DEFAULT_TZ = "Asia/Shanghai"
 
@@ -471,9 +471,11 @@ class Held:
     created_at: datetime
 
 
-def digest_id(recipient_id: str, channel: str, due_at: datetime) -> UUID:
-    """The stable id of one personal digest: composing it twice gives the same delivery."""
-    return uuid5(DIGEST_NS, f"{recipient_id}/{channel}/{due_at.astimezone(UTC).isoformat()}")
+def digest_id(recipient_id: str, channel: str, due_at: datetime, members: Sequence[UUID]) -> UUID:
+    """The stable id of one personal digest, from what it carries: composing the same held messages
+    twice gives the same delivery; a message that came in late goes in a digest of its own."""
+    carried = ",".join(sorted(str(m) for m in members))
+    return uuid5(DIGEST_NS, f"{recipient_id}/{channel}/{due_at.astimezone(UTC).isoformat()}/{carried}")
 
 
 def compose_digest(templates: Templates, recipient: Recipient, items: Sequence[Held], due_at: datetime) -> Template:

@@ -450,9 +450,10 @@ class ReminderScheduler:
 class Digester:
     """Gathers each recipient's held messages into one digest delivery when their digest time comes.
 
-    Per (recipient, channel, digest time), in one transaction: the held rows become `digested`
-    (pointing at the digest) and one digest delivery is added as `pending`, with a stable id, so a
-    crash or a second digester can neither lose a message nor send a digest twice.
+    Per (recipient, channel, digest time), in one transaction: the held rows, locked, become
+    `digested` (pointing at the digest) and one digest delivery is added as `pending`, its id made
+    from what it carries, so a crash or a second digester can neither lose a message nor send a
+    digest twice, and a message held late goes out in a digest of its own.
     """
 
     def __init__(
@@ -487,63 +488,60 @@ class Digester:
         """Compose every digest due by `now`; returns how many digests were added."""
         now = now or self.clock()
         made = 0
-        async with self.pool.acquire() as conn, conn.transaction():
-            held = await conn.fetch(
-                "SELECT delivery_id, recipient_id, channel, address, subject, body, created_at, next_attempt_at"
-                " FROM notify_deliveries WHERE status = 'held' AND next_attempt_at <= $1"
-                " ORDER BY recipient_id, channel, next_attempt_at LIMIT 5000 FOR UPDATE SKIP LOCKED",
+        async with self.pool.acquire() as conn:
+            due = await conn.fetch(
+                "SELECT DISTINCT recipient_id, channel, next_attempt_at FROM notify_deliveries"
+                " WHERE status = 'held' AND next_attempt_at <= $1 LIMIT 500",
                 now,
             )
-            if not held:
-                return 0
-            groups: dict[tuple[str, str, datetime], list[asyncpg.Record]] = {}
-            for row in held:
-                groups.setdefault((row["recipient_id"], row["channel"], row["next_attempt_at"]), []).append(row)
-            people = {
-                r["recipient_id"]: recipient_from_row(r)
-                for r in await conn.fetch(
-                    "SELECT * FROM notify_recipients WHERE recipient_id = ANY($1)", list({g[0] for g in groups})
+        for group in due:
+            async with self.pool.acquire() as conn, conn.transaction():
+                made += await self._compose(
+                    conn, group["recipient_id"], group["channel"], group["next_attempt_at"], now
                 )
-            }
-            digests: list[Planned] = []
-            for (rid, channel, due_at), rows in groups.items():
-                recipient = people.get(rid)
-                if recipient is None:  # removed since: its held messages go out one by one
-                    await conn.execute(
-                        "UPDATE notify_deliveries SET status = 'pending' WHERE delivery_id = ANY($1)",
-                        [r["delivery_id"] for r in rows],
-                    )
-                    continue
-                did = digest_id(rid, channel, due_at)
-                msg = compose_digest(
-                    self.templates,
-                    recipient,
-                    [Held(r["subject"], r["body"], r["created_at"]) for r in rows],
-                    due_at,
-                )
-                digests.append(
-                    Planned(
-                        delivery_id=did,
-                        event_id=did,
-                        event_type=DIGEST_EVENT_TYPE,
-                        rule="personal-digest",
-                        rules_version=self.book.version,
-                        recipient_id=rid,
-                        channel=channel,  # type: ignore[arg-type]
-                        address=rows[-1]["address"],
-                        language=recipient.language,
-                        subject=msg.subject,
-                        body=msg.body,
-                        urgent=False,
-                        not_before=release_at(recipient, now, urgent=False),
-                        grid_path=recipient.grid_path,
-                    )
-                )
-                await conn.execute(
-                    "UPDATE notify_deliveries SET status = 'digested', digest_id = $2 WHERE delivery_id = ANY($1)",
-                    [r["delivery_id"] for r in rows],
-                    did,
-                )
-                made += 1
-            await insert_planned(conn, digests)
         return made
+
+    async def _compose(self, conn: Conn, rid: str, channel: str, due_at: datetime, now: datetime) -> int:
+        """One digest from every message held for (recipient, channel, digest time), locked whole so
+        a second digester finds them gone; 0 if there were none left."""
+        rows = await conn.fetch(
+            "SELECT delivery_id, address, subject, body, created_at FROM notify_deliveries"
+            " WHERE status = 'held' AND recipient_id = $1 AND channel = $2 AND next_attempt_at = $3"
+            " ORDER BY created_at FOR UPDATE",
+            rid,
+            channel,
+            due_at,
+        )
+        if not rows:
+            return 0
+        members = [r["delivery_id"] for r in rows]
+        row = await conn.fetchrow("SELECT * FROM notify_recipients WHERE recipient_id = $1", rid)
+        if row is None:  # removed since: its held messages go out one by one
+            await conn.execute("UPDATE notify_deliveries SET status = 'pending' WHERE delivery_id = ANY($1)", members)
+            return 0
+        recipient = recipient_from_row(row)
+        did = digest_id(rid, channel, due_at, members)
+        msg = compose_digest(
+            self.templates, recipient, [Held(r["subject"], r["body"], r["created_at"]) for r in rows], due_at
+        )
+        digest = Planned(
+            delivery_id=did,
+            event_id=did,
+            event_type=DIGEST_EVENT_TYPE,
+            rule="personal-digest",
+            rules_version=self.book.version,
+            recipient_id=rid,
+            channel=channel,  # type: ignore[arg-type]
+            address=rows[-1]["address"],
+            language=recipient.language,
+            subject=msg.subject,
+            body=msg.body,
+            urgent=False,
+            not_before=release_at(recipient, now, urgent=False),
+            grid_path=recipient.grid_path,
+        )
+        await conn.execute(
+            "UPDATE notify_deliveries SET status = 'digested', digest_id = $2 WHERE delivery_id = ANY($1)", members, did
+        )
+        await insert_planned(conn, [digest])
+        return 1

@@ -529,7 +529,7 @@ async def test_a_digest_reader_gets_one_message_a_day_carrying_every_held_one(se
     assert await digester.tick(due) == 2  # one per channel
     assert await digester.tick(due) == 0  # and only once
     rows = await settle(d, pool, reader.recipient_id)
-    await d.channels.aclose()
+    first_digests = {r["delivery_id"] for r in rows if r["event_type"] == "PersonalDigest"}
     digests = [r for r in rows if r["event_type"] == "PersonalDigest"]
     assert Counter((r["channel"], r["status"]) for r in digests) == {("inbox", "sent"): 1, ("email", "sent"): 1}
     by_channel = {r["channel"]: r["delivery_id"] for r in digests}
@@ -541,3 +541,15 @@ async def test_a_digest_reader_gets_one_message_a_day_carrying_every_held_one(se
     [mail] = [m for m in box.messages if m["To"] == reader.email]
     assert mail["Message-ID"] == f"<{by_channel['email']}@wenming.notify>"
     assert mail.get_content().count("【创城交办】") == 3
+
+    # A message held for the same digest time but committed after the digest was made is not lost:
+    # it goes out in a digest of its own.
+    await assign(pool, settings, reader.name, reader.unit or "", now + timedelta(hours=48), now)
+    await to_ledger(settings, pool)
+    assert await digester.tick(due) == 2
+    rows = await settle(d, pool, reader.recipient_id)
+    await d.channels.aclose()
+    late = [r for r in rows if r["event_type"] == "PersonalDigest" and r["delivery_id"] not in first_digests]
+    assert Counter((r["channel"], r["status"]) for r in late) == {("inbox", "sent"): 1, ("email", "sent"): 1}
+    assert sorted(m["subject"][-3:] for m in await inbox(pool, reader.recipient_id)) == ["共1条", "共3条"]
+    assert len([m for m in box.messages if m["To"] == reader.email]) == 2

@@ -272,8 +272,10 @@ def test_a_digest_lists_every_held_message_oldest_first_in_the_reader_s_language
     assert msg.body.index("1. [2026-11-24 12:00] first\nbody one") < msg.body.index("2. [2026-11-24 13:00] second")
     zh = compose_digest(default_templates(), reader.model_copy(update={"language": "zh"}), items, due)
     assert zh.subject == "【创城通知汇总】2026-11-24 共2条"
-    assert digest_id("c01-leader", "inbox", due) == digest_id("c01-leader", "inbox", due)
-    assert digest_id("c01-leader", "inbox", due) != digest_id("c01-leader", "email", due)
+    a, b = uuid4(), uuid4()
+    assert digest_id("c01-leader", "inbox", due, [a, b]) == digest_id("c01-leader", "inbox", due, [b, a])
+    assert digest_id("c01-leader", "inbox", due, [a, b]) != digest_id("c01-leader", "email", due, [a, b])
+    assert digest_id("c01-leader", "inbox", due, [a, b]) != digest_id("c01-leader", "inbox", due, [a])
 
 
 # --- templating
