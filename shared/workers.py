@@ -14,9 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
+
+import asyncpg
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,33 @@ class Worker(Protocol):
     async def run(self) -> None: ...
 
     def stop(self) -> None: ...
+
+
+class Periodic(ABC):
+    """A worker that calls `tick()` every `every_s` seconds until stopped. A database or network
+    error is logged and the next tick tries again; anything else ends the worker (see `Workers`)."""
+
+    name = "periodic worker"
+
+    def __init__(self, every_s: float):
+        self.every_s = every_s
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self.tick()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("%s: %s", self.name, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.every_s)
+
+    @abstractmethod
+    async def tick(self, now: datetime | None = None) -> int:
+        """Do what is due by `now` (default: the clock); returns how much was done."""
 
 
 @dataclass

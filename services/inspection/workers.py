@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -32,12 +31,13 @@ from shared.grid import Grid, within
 from shared.kafka import make_consumer, make_producer, stop_consumer
 from shared.projection import DeadLetters
 from shared.settings import Settings
+from shared.workers import Periodic
 
 log = logging.getLogger(__name__)
 WATCHER = "deadline-watcher"
 
 
-class DeadlineWatcher:
+class DeadlineWatcher(Periodic):
     """Emits IssueOverdue once per deadline passed and escalation step.
 
     Each step is appended with the idempotency key `overdue:<issue>:<step>`, and the decider
@@ -45,26 +45,15 @@ class DeadlineWatcher:
     or two watchers at once still give exactly one event per step.
     """
 
+    name = "deadline watcher"
+
     def __init__(
         self, pool: asyncpg.Pool, store: EventStore, interval_s: float = 30.0, clock: Callable[[], datetime] = utcnow
     ):
+        super().__init__(interval_s)
         self.pool = pool
         self.store = store
-        self.interval_s = interval_s
         self.clock = clock
-        self._stop = asyncio.Event()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    async def run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                await self.tick()
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("deadline watcher: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.interval_s)
 
     async def tick(self, now: datetime | None = None) -> int:
         """Mark every due step of every open issue past its deadline; returns how many were emitted."""

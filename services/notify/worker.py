@@ -56,6 +56,7 @@ from shared.db import Conn, connect
 from shared.events.notify import NotificationFailed, NotificationSent
 from shared.eventstore import EventMeta, EventStore, StreamAppend
 from shared.settings import Settings
+from shared.workers import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -372,8 +373,10 @@ async def report_bounce(store: EventStore, conn: Conn, delivery_id: UUID, reason
     return True
 
 
-class ReminderScheduler:
+class ReminderScheduler(Periodic):
     """Fires due deadline reminders into the ledger: once each, never for a closed issue."""
+
+    name = "reminder scheduler"
 
     def __init__(
         self,
@@ -385,25 +388,12 @@ class ReminderScheduler:
         clock: Callable[[], datetime] = utcnow,
         poll_s: float = 30.0,
     ):
+        super().__init__(poll_s)
         self.pool = pool
         self.book = book or default_rules()
         self.templates = templates or default_templates()
         self.clock = clock
-        self.poll_s = poll_s
         self.place_name = place_namer(settings)
-        self._stop = asyncio.Event()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    async def run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                await self.tick()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("reminder scheduler: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.poll_s)
 
     async def tick(self, now: datetime | None = None) -> int:
         """Fire every reminder due by `now`; returns how many fired (cancelled ones do not count)."""
@@ -447,7 +437,7 @@ class ReminderScheduler:
         return fired
 
 
-class Digester:
+class Digester(Periodic):
     """Gathers each recipient's held messages into one digest delivery when their digest time comes.
 
     Per (recipient, channel, digest time), in one transaction: the held rows, locked, become
@@ -455,6 +445,8 @@ class Digester:
     from what it carries, so a crash or a second digester can neither lose a message nor send a
     digest twice, and a message held late goes out in a digest of its own.
     """
+
+    name = "digester"
 
     def __init__(
         self,
@@ -465,24 +457,11 @@ class Digester:
         clock: Callable[[], datetime] = utcnow,
         poll_s: float = 30.0,
     ):
+        super().__init__(poll_s)
         self.pool = pool
         self.book = book or default_rules()
         self.templates = templates or default_templates()
         self.clock = clock
-        self.poll_s = poll_s
-        self._stop = asyncio.Event()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    async def run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                await self.tick()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("digester: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.poll_s)
 
     async def tick(self, now: datetime | None = None) -> int:
         """Compose every digest due by `now`; returns how many digests were added."""
