@@ -17,6 +17,17 @@ log = logging.getLogger(__name__)
 Conn = asyncpg.Connection | PoolConnectionProxy
 """A connection, whether made alone or taken from a pool."""
 
+DB_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+"""What a lost, restarting or refusing database raises: every retry loop catches these and tries
+again on a fresh connection. InternalClientError belongs here: asyncpg raises it ("cannot switch
+to state 15; another operation is in progress") when the server shuts down mid-commit, as the fault
+suite's PostgreSQL restart showed; uncaught, it ended the notify dispatcher."""
+
 MIGRATION_LOCK = 7_305_001  # advisory lock id: one migrator at a time
 
 

@@ -16,10 +16,9 @@ import contextlib
 import logging
 import time
 
-import asyncpg
 from aiokafka.errors import KafkaError
 
-from shared.db import Conn, connect
+from shared.db import DB_ERRORS, Conn, connect
 from shared.kafka import make_producer
 from shared.settings import Settings
 
@@ -52,14 +51,7 @@ class OutboxRelay:
         while not self._stop.is_set():
             try:
                 await self._run_once()
-            except (
-                TimeoutError,
-                OSError,
-                asyncpg.PostgresError,
-                asyncpg.InterfaceError,
-                asyncpg.InternalClientError,
-                KafkaError,
-            ) as exc:
+            except (*DB_ERRORS, KafkaError) as exc:
                 if self._stop.is_set():
                     break
                 log.warning("outbox relay: %s; retrying in 1s", exc.__class__.__name__)

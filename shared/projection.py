@@ -29,7 +29,7 @@ from aiokafka.errors import KafkaError
 from tqdm import tqdm
 
 from shared.campaign_time import utcnow
-from shared.db import Conn
+from shared.db import DB_ERRORS, Conn
 from shared.events.envelope import DomainEvent, EventEnvelope
 from shared.events.registry import EventDecodeError, registry
 from shared.kafka import make_consumer, make_producer, stop_consumer, topic_partitions
@@ -201,7 +201,7 @@ class ProjectionRunner:
         while not self._stop.is_set():
             try:
                 await self._run_once()
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError) as exc:
+            except (*DB_ERRORS, KafkaError) as exc:
                 if self._stop.is_set():
                     break
                 log.warning("projection %s: %s; restarting in 1s", self.projection.name, exc.__class__.__name__)

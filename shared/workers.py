@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-import asyncpg
+from shared.db import DB_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class Periodic(ABC):
         while not self._stop.is_set():
             try:
                 await self.tick()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DB_ERRORS as exc:
                 log.warning("%s: %s", self.name, exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.every_s)

@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from shared.db import DB_ERRORS
 from shared.events.topics import TOPICS
 from shared.kafka import make_consumer, stop_consumer, topic_partitions
 from shared.outbox import outbox_backlog
@@ -67,7 +68,7 @@ class StreamHealth:
                     self.latest = await self.sample(consumer, admin)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stop.wait(), self.interval_s)
-            except (KafkaError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (*DB_ERRORS, KafkaError) as exc:
                 log.warning("stream health: %s; retrying", exc.__class__.__name__)
                 self.latest = {**self.latest, "available": False}
                 with contextlib.suppress(TimeoutError):

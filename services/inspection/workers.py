@@ -24,6 +24,7 @@ from services.inspection.domain import (
 )
 from services.inspection.standards import StandardsTable
 from shared.campaign_time import utcnow
+from shared.db import DB_ERRORS
 from shared.decider import DomainError, execute
 from shared.events.inspection import IssueReport
 from shared.eventstore import EventMeta, EventStore
@@ -120,7 +121,7 @@ class InboundIngest:
         while not self._stop.is_set():
             try:
                 await self._run_once()
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError) as exc:
+            except (*DB_ERRORS, KafkaError) as exc:
                 if self._stop.is_set():
                     break
                 log.warning("inbound ingest: %s; restarting in 1s", exc.__class__.__name__)

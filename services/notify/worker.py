@@ -52,7 +52,7 @@ from services.notify.domain import (
 from services.notify.ledger import WAKE_CHANNEL, insert_planned, load_directory, recipient_from_row
 from services.notify.projections import load_issue, place_namer
 from shared.campaign_time import utcnow
-from shared.db import Conn, connect
+from shared.db import DB_ERRORS, Conn, connect
 from shared.events.notify import NotificationFailed, NotificationSent
 from shared.eventstore import EventMeta, EventStore, StreamAppend
 from shared.settings import Settings
@@ -149,7 +149,7 @@ class Dispatcher:
         while not self._stop.is_set():
             try:
                 await self._run_once()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DB_ERRORS as exc:
                 if self._stop.is_set():
                     break
                 log.warning("notify dispatcher: %s; retrying in 1s", exc)

@@ -11,6 +11,7 @@ import asyncpg
 
 from services.volunteer import domain as d
 from shared.campaign_time import utcnow
+from shared.db import DB_ERRORS
 from shared.decider import execute
 from shared.eventstore import ConcurrencyError, EventMeta, EventStore
 
@@ -47,7 +48,7 @@ async def sweep_forever(store: EventStore, pool: asyncpg.Pool, stop: asyncio.Eve
             n = await close_lapsed_check_ins(store, pool, utcnow())
             if n:
                 log.info("closed %d lapsed check-ins", n)
-        except (OSError, asyncpg.PostgresError) as exc:
+        except DB_ERRORS as exc:
             log.warning("check-in sweep failed: %s", exc)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every_s)
